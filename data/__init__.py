@@ -1,0 +1,1 @@
+"""duet.data: see ARCHITECTURE.md."""

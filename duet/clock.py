@@ -1,0 +1,170 @@
+"""Time as an input: clocks, absolute-deadline pacing and period statistics.
+
+Every loop in duet gets its clock injected. Production code uses MonotonicClock (the
+process monotonic clock, the one every sample's timestamp is taken from); tests use
+FakeClock, whose time only moves when told to.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds on a monotonic clock."""
+        ...
+
+    def sleep_until(self, t: float) -> None:
+        """Return once now() >= t (immediately if t has passed)."""
+        ...
+
+
+class MonotonicClock:
+    """The process monotonic clock (time.monotonic); all capture timestamps use it."""
+
+    # Sleep until this long before the deadline, then spin: time.sleep overshoots by
+    # 50-100 us on Linux and much more under load; the spin costs at most this much CPU.
+    spin_s: float = 0.0003
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep_until(self, t: float) -> None:
+        remaining = t - time.monotonic()
+        if remaining > self.spin_s:
+            time.sleep(remaining - self.spin_s)
+        while time.monotonic() < t:
+            pass
+
+
+class FakeClock:
+    """A clock for tests: time advances only through advance() or sleep_until().
+
+    Thread-safe: a worker thread blocked in wait_until() wakes when another thread
+    advances time past its target.
+    """
+
+    def __init__(self, start: float = 1000.0):
+        self._t = float(start)
+        self._cv = threading.Condition()
+
+    def now(self) -> float:
+        with self._cv:
+            return self._t
+
+    def advance(self, dt: float) -> None:
+        with self._cv:
+            self._t += float(dt)
+            self._cv.notify_all()
+
+    def set(self, t: float) -> None:
+        with self._cv:
+            self._t = max(self._t, float(t))
+            self._cv.notify_all()
+
+    def sleep_until(self, t: float) -> None:
+        """Jump time forward to t (single-threaded loops under test)."""
+        self.set(t)
+
+    def wait_until(self, t: float, timeout: float | None = None) -> bool:
+        """Block (in real time, up to timeout) until another thread advances time to t."""
+        with self._cv:
+            return self._cv.wait_for(lambda: self._t >= t, timeout=timeout)
+
+
+@dataclass
+class PeriodSummary:
+    """Figures of a paced loop. Period error = actual tick interval - nominal period."""
+
+    ticks: int
+    mean_rate_hz: float
+    p50_error_ms: float
+    p99_error_ms: float
+    max_error_ms: float
+    overruns: int
+
+    def line(self) -> str:
+        return (
+            f"{self.mean_rate_hz:.2f} Hz over {self.ticks} ticks, period error p50 {self.p50_error_ms:.3f} ms "
+            f"p99 {self.p99_error_ms:.3f} ms max {self.max_error_ms:.3f} ms, overruns {self.overruns}"
+        )
+
+
+class PeriodStats:
+    """Records tick times and summarises the absolute period error."""
+
+    def __init__(self, period: float, capacity: int = 1_000_000):
+        self.period = float(period)
+        self._t = np.empty(capacity, dtype=np.float64)
+        self._n = 0
+        self.overruns = 0
+
+    def record(self, t: float) -> None:
+        if self._n < len(self._t):
+            self._t[self._n] = t
+            self._n += 1
+
+    def reset(self) -> None:
+        self._n = 0
+        self.overruns = 0
+
+    @property
+    def ticks(self) -> int:
+        return self._n
+
+    def summary(self) -> PeriodSummary:
+        t = self._t[: self._n]
+        if len(t) < 2:
+            return PeriodSummary(len(t), 0.0, 0.0, 0.0, 0.0, self.overruns)
+        dt = np.diff(t)
+        err = np.abs(dt - self.period) * 1e3
+        return PeriodSummary(
+            ticks=len(t),
+            mean_rate_hz=float((len(t) - 1) / (t[-1] - t[0])),
+            p50_error_ms=float(np.percentile(err, 50)),
+            p99_error_ms=float(np.percentile(err, 99)),
+            max_error_ms=float(err.max()),
+            overruns=self.overruns,
+        )
+
+
+class Pacer:
+    """Paces a loop on absolute deadlines: tick k is due at start + k * period.
+
+    Never sleep-after-work: the work's duration does not shift later deadlines. A tick that
+    starts more than one period late counts as an overrun and the missed deadlines are
+    skipped (the grid is kept, so the loop falls back into phase instead of bursting).
+    """
+
+    def __init__(self, rate_hz: float, clock: Clock, stats: PeriodStats | None = None):
+        if rate_hz <= 0:
+            raise ValueError(f"rate_hz must be > 0, got {rate_hz}")
+        self.period = 1.0 / rate_hz
+        self.clock = clock
+        self.stats = stats or PeriodStats(self.period)
+        self._next: float | None = None
+
+    def start(self, t0: float | None = None) -> None:
+        self._next = self.clock.now() if t0 is None else t0
+
+    def wait(self) -> float:
+        """Sleep until the next deadline; return the deadline (the tick's nominal time)."""
+        if self._next is None:
+            self.start()
+        assert self._next is not None
+        now = self.clock.now()
+        if now > self._next + self.period:
+            missed = int((now - self._next) // self.period)
+            self.stats.overruns += 1
+            self._next += missed * self.period
+        self.clock.sleep_until(self._next)
+        deadline = self._next
+        self.stats.record(self.clock.now())
+        self._next += self.period
+        return deadline

@@ -1,0 +1,1 @@
+"""duet.hardware.mock: see ARCHITECTURE.md."""

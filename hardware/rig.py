@@ -1,0 +1,106 @@
+"""The rig: which arms and cameras make up a station, and which backend drives them.
+
+A rig YAML describes the real hardware (ports by /dev/serial/by-id, cameras by serial).
+One switch, use_mock_hardware, swaps the backend for every device at once (to the
+wire-level mock or to the MuJoCo sim, per `mock_backend`); nothing downstream changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from duet.config import field, load_yaml
+from duet.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class ArmSlot:
+    name: str = field(help="unique arm name, e.g. left_follower")
+    role: Literal["leader", "follower"] = field(help="leader (puppet, torque off) or follower")
+    model: str = field(help="arm model: a shipped name (vx300s, wx250s) or a path to an arm YAML")
+    port: str = field("", help="serial port, preferably /dev/serial/by-id/...; unused by mock/sim")
+    baudrate: int = field(1_000_000, help="bus baud rate; must match the servos' Baud Rate register")
+    calibration: str = field("", help="calibration file; default: <calibration_dir>/<port id>.json")
+    fault_scenario: str = field("", help="mock backend only: named fault scenario to inject")
+
+    def __post_init__(self):
+        if not self.name.isidentifier():
+            raise ConfigError(f"arm name {self.name!r}: use letters, digits and _ only (e.g. left_follower)")
+
+
+@dataclass
+class CameraSlot:
+    name: str = field(help="unique camera name, e.g. cam_high, cam_left_wrist")
+    kind: Literal["realsense", "opencv"] = field("realsense", help="driver for the real device")
+    serial: str = field("", help="RealSense serial number (realsense)")
+    device: str = field("", help="OpenCV device: /dev/v4l/by-id/... path or an index (opencv)")
+    width: int = field(640, help="image width, px")
+    height: int = field(480, help="image height, px")
+    fps: int = field(30, help="capture rate, frames per second")
+    depth: bool = field(False, help="also capture depth aligned to color (realsense)")
+    max_age_s: float = field(0.1, help="a frame older than this is reported stale")
+    fault_scenario: str = field("", help="mock backend only: named fault scenario (stall, disconnect)")
+
+    def __post_init__(self):
+        if self.width <= 0 or self.height <= 0 or self.fps <= 0:
+            raise ConfigError(f"camera {self.name!r}: width, height and fps must be > 0")
+
+
+@dataclass
+class RigConfig:
+    name: str = field("aloha", help="rig name, recorded with every episode")
+    control_rate_hz: float = field(50.0, help="control loop rate, Hz")
+    mock_backend: Literal["mock", "sim"] = field("mock", help="what use_mock_hardware selects")
+    calibration_dir: str = field("~/.config/duet/calibration", help="where calibration files live")
+    arms: list[ArmSlot] = field(factory=list, help="leader and follower arms")
+    cameras: list[CameraSlot] = field(factory=list, help="cameras")
+    pairs: list[tuple[str, str]] = field(
+        factory=list, help="teleop pairs [leader, follower], e.g. [[left_leader, left_follower]]"
+    )
+
+    def __post_init__(self):
+        names = [a.name for a in self.arms] + [c.name for c in self.cameras]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"rig {self.name!r}: device name {dup[0]!r} is used twice")
+        if self.control_rate_hz <= 0:
+            raise ConfigError(f"rig {self.name!r}: control_rate_hz must be > 0")
+        arms = {a.name: a for a in self.arms}
+        for leader, follower in self.pairs:
+            for n, role in ((leader, "leader"), (follower, "follower")):
+                if n not in arms:
+                    raise ConfigError(f"rig {self.name!r}: pair names unknown arm {n!r}")
+                if arms[n].role != role:
+                    raise ConfigError(f"rig {self.name!r}: {n!r} is paired as {role} but has role {arms[n].role}")
+
+    def arm(self, name: str) -> ArmSlot:
+        for a in self.arms:
+            if a.name == name:
+                return a
+        raise ConfigError(f"rig {self.name!r}: no arm named {name!r} (have {', '.join(a.name for a in self.arms)})")
+
+    def camera(self, name: str) -> CameraSlot:
+        for c in self.cameras:
+            if c.name == name:
+                return c
+        raise ConfigError(f"rig {self.name!r}: no camera named {name!r}")
+
+
+def rig_path(name_or_path: str) -> Path:
+    """A shipped rig name (hardware/configs/rigs/<name>.yaml) or a path."""
+    p = Path(name_or_path).expanduser()
+    if p.suffix in (".yaml", ".yml"):
+        return p
+    shipped = CONFIG_DIR / "rigs" / f"{name_or_path}.yaml"
+    if not shipped.is_file():
+        have = ", ".join(sorted(q.stem for q in (CONFIG_DIR / "rigs").glob("*.yaml")))
+        raise ConfigError(f"rig {name_or_path!r}: not a shipped rig ({have}) nor a .yaml path")
+    return shipped
+
+
+def load_rig(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> RigConfig:
+    return load_yaml(RigConfig, rig_path(name_or_path), overrides)

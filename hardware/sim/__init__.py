@@ -1,0 +1,1 @@
+"""duet.hardware.sim: see ARCHITECTURE.md."""

@@ -1,0 +1,1 @@
+"""duet.policy: see ARCHITECTURE.md."""

@@ -1,0 +1,1 @@
+"""duet.teleop: see ARCHITECTURE.md."""
