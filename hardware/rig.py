@@ -26,6 +26,10 @@ class ArmSlot:
     baudrate: int = field(1_000_000, help="bus baud rate; must match the servos' Baud Rate register")
     calibration: str = field("", help="calibration file; default: <calibration_dir>/<port id>.json")
     fault_scenario: str = field("", help="mock backend only: named fault scenario to inject")
+    mock_motion: str = field("wave", help="mock leaders only: scripted operator motion (wave, still)")
+    on_disconnect: Literal["torque_off", "hold"] = field(
+        "torque_off", help="followers: after holding the pose on disconnect, torque off or keep holding"
+    )
 
     def __post_init__(self):
         if not self.name.isidentifier():
@@ -43,7 +47,11 @@ class CameraSlot:
     fps: int = field(30, help="capture rate, frames per second")
     depth: bool = field(False, help="also capture depth aligned to color (realsense)")
     max_age_s: float = field(0.1, help="a frame older than this is reported stale")
-    fault_scenario: str = field("", help="mock backend only: named fault scenario (stall, disconnect)")
+    fault_scenario: str = field(
+        "",
+        help="mock backend only: comma-separated faults, e.g. stall_at_2s:1.5, disconnect_at_2s:1, drop_5pct",
+    )
+    jpeg: bool = field(False, help="opencv: request MJPG from the UVC device and keep the JPEG bytes in Frame.jpeg")
 
     def __post_init__(self):
         if self.width <= 0 or self.height <= 0 or self.fps <= 0:
@@ -55,6 +63,7 @@ class RigConfig:
     name: str = field("aloha", help="rig name, recorded with every episode")
     control_rate_hz: float = field(50.0, help="control loop rate, Hz")
     mock_backend: Literal["mock", "sim"] = field("mock", help="what use_mock_hardware selects")
+    sim_task: str = field("transfer_cube", help="sim backend only: task scene (transfer_cube, insertion)")
     calibration_dir: str = field("~/.config/duet/calibration", help="where calibration files live")
     arms: list[ArmSlot] = field(factory=list, help="leader and follower arms")
     cameras: list[CameraSlot] = field(factory=list, help="cameras")
