@@ -62,6 +62,9 @@ def register(subparsers) -> None:
                    help="rig config override, e.g. arms.0.port=/dev/ttyUSB0")
     i.set_defaults(func=cmd_info)
 
+    c = hsub.add_parser("cameras", help="list the RealSense serials and UVC devices plugged in now")
+    c.set_defaults(func=cmd_cameras)
+
 
 # ---------------------------------------------------------------------------- calibrate
 
@@ -299,6 +302,19 @@ def _fmt_health(h: dict[str, Any]) -> str:
     parts.append(f"bus: {bus.get('transactions', 0)} transactions, {bus.get('retries', 0)} retries, "
                  f"{bus.get('failures', 0)} failures")
     return "; ".join(parts)
+
+
+def cmd_cameras(args) -> int:
+    from duet.hardware.cameras import discover_cameras
+
+    found = discover_cameras()
+    for d in found["realsense"]:
+        print(f"realsense  serial {d['serial']}  {d['name']}  fw {d['firmware']}  usb {d['usb']}")
+    for d in found["uvc"]:
+        print(f"uvc        device {d['device']}  ({d['node']})")
+    if not (found["realsense"] or found["uvc"]):
+        print("no cameras found (check USB cables and `lsusb`; RealSense needs libusb-1.0-0)")
+    return 0
 
 
 def cmd_info(args) -> int:
