@@ -1,0 +1,983 @@
+"""EpisodeStore: the zarr episode store (layout in data/layout.py and data/README.md).
+
+Write path (one writer at a time per store)::
+
+    store = EpisodeStore.create(path, layout=DatasetSpec(...))
+    with store.episode({"task": "fold"}) as ep:     # commit on exit, discard on exception
+        ep.append({"left_follower.position": q, "action": a, "cam_high.color": img, ...})
+
+Durability: image chunks are written as they come, low-dimensional rows at least once per
+second (flush); every file write is atomic (temp file + rename), and an episode becomes
+visible only when meta/episode_ends grows, which is written last. A crash leaves at most
+one partial episode, described by the meta/recording marker: `recover()` commits or
+discards it. Readers (any number, any process) trust only meta/episode_ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import datetime as _dt
+import errno
+import json
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync as _zsync
+
+from duet.data.layout import (
+    EPISODE_ENDS_CHUNK,
+    LAYOUT_NAME,
+    LAYOUT_VERSION,
+    LOWDIM_CHUNK,
+    DatasetSpec,
+    JpegCodec,
+    config_hash,
+    jpeg_size,
+    register_codecs,
+)
+from duet.errors import DuetError
+
+warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3", category=UserWarning)
+
+# Arrays grow in steps of this many time steps while an episode is recorded (fewer
+# metadata rewrites); they are trimmed to the exact length at commit.
+GROW_STEPS = 512
+# Chunk files are named c.<i>.<j>... in the array's directory (flat; no directory per frame).
+CHUNK_KEYS = {"name": "default", "separator": "."}
+FLUSH_PERIOD_S = 1.0
+
+
+class StoreError(DuetError):
+    """A store is missing, foreign, corrupt or incompatible."""
+
+
+class DiskFullError(StoreError):
+    """No space left while writing an episode."""
+
+
+# ---------------------------------------------------------------------------- raw key access
+
+
+class _Raw:
+    """Byte-level access to store keys: atomic local writes with fsync support, or any
+    zarr store (fsspec) through its async API."""
+
+    def __init__(self, zstore: Any):
+        self.zstore = zstore
+        self.root: Path | None = Path(zstore.root) if isinstance(zstore, zarr.storage.LocalStore) else None
+        self._dirs: set[Path] = set()
+
+    def put(self, key: str, data: bytes, atomic: bool = True) -> None:
+        """Write key. atomic: through a temp file and rename (readers and crashes see the
+        old or the new content, never a torn one)."""
+        if self.root is not None:
+            p = self.root / key
+            parent = p.parent
+            if parent not in self._dirs:
+                parent.mkdir(parents=True, exist_ok=True)
+                self._dirs.add(parent)
+            if not atomic:
+                with open(p, "wb") as f:
+                    f.write(data)
+                return
+            tmp = p.with_name(f".{p.name}.{os.getpid()}.{threading.get_ident()}.partial")
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, p)
+        else:
+            buf = default_buffer_prototype().buffer.from_bytes(bytes(data))
+            _zsync(self.zstore.set(key, buf))
+
+    def get(self, key: str) -> bytes | None:
+        if self.root is not None:
+            try:
+                return (self.root / key).read_bytes()
+            except FileNotFoundError:
+                return None
+        buf = _zsync(self.zstore.get(key, prototype=default_buffer_prototype()))
+        return None if buf is None else buf.to_bytes()
+
+    def sync(self) -> None:
+        """Make everything written so far durable (syncfs on the store's filesystem)."""
+        if self.root is None:
+            return
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            libc = _libc()
+            if libc is None or libc.syncfs(fd) != 0:
+                os.sync()
+        finally:
+            os.close(fd)
+
+    def size_bytes(self) -> int | None:
+        if self.root is None:
+            return None
+        total = 0
+        for dirpath, _, files in os.walk(self.root):
+            for f in files:
+                with contextlib.suppress(OSError):
+                    total += os.stat(os.path.join(dirpath, f)).st_size
+        return total
+
+    def clean_partials(self) -> int:
+        """Remove temp files left by a killed writer (ours and zarr's)."""
+        if self.root is None:
+            return 0
+        n = 0
+        for dirpath, _, files in os.walk(self.root):
+            for f in files:
+                if f.endswith(".partial"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(dirpath, f))
+                        n += 1
+        return n
+
+
+_LIBC: Any = False
+
+
+def _libc():
+    global _LIBC
+    if _LIBC is False:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
+        except OSError:
+            _LIBC = None
+    return _LIBC
+
+
+def _open_zarr_store(path_or_url: str | os.PathLike, mode: str, storage_options: dict | None):
+    s = os.fspath(path_or_url)
+    read_only = mode == "r"
+    if s.startswith("file://"):
+        s = s[len("file://") :]
+    if "://" in s:
+        try:
+            return zarr.storage.FsspecStore.from_url(s, storage_options=storage_options, read_only=read_only), s
+        except (ImportError, ValueError, TypeError) as e:
+            raise StoreError(f"{s}: cannot open this URL with fsspec ({e}); check the protocol and credentials") from None
+    p = Path(s).expanduser()
+    if read_only and not p.exists():
+        raise StoreError(f"{p}: no such store (check the path, or create one by recording an episode)")
+    return zarr.storage.LocalStore(p, read_only=read_only), str(p)
+
+
+def _is_enospc(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+# ---------------------------------------------------------------------------- the store
+
+
+class EpisodeStore:
+    """A duet episode store (local directory or any fsspec URL)."""
+
+    def __init__(self, zstore: Any, location: str, mode: str):
+        register_codecs()
+        self.location = location
+        self.mode = mode
+        self._zstore = zstore
+        self._raw = _Raw(zstore)
+        self._arrays: dict[str, zarr.Array] = {}
+        self._writer: EpisodeWriter | None = None
+        try:
+            self.root = zarr.open_group(store=zstore, mode="r" if mode == "r" else "r+", zarr_format=3)
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as e:
+            raise StoreError(f"{location}: not a zarr group ({type(e).__name__}); check the path") from None
+        except (json.JSONDecodeError, ValueError, KeyError) as e:
+            raise StoreError(
+                f"{location}/zarr.json: unreadable ({e}); the store is corrupt: restore it or run `duet data recover {location}`"
+            ) from None
+        info = self.root.attrs.get("duet")
+        if not isinstance(info, dict) or info.get("layout") != LAYOUT_NAME:
+            raise StoreError(
+                f"{location}: not a duet episode store (zarr.json has no duet layout attribute); "
+                "import foreign data with `duet data import-aloha`"
+            )
+        if int(info.get("version", 0)) > LAYOUT_VERSION:
+            raise StoreError(
+                f"{location}: layout version {info.get('version')} is newer than this duet ({LAYOUT_VERSION}); upgrade duet"
+            )
+        self.spec = DatasetSpec.from_dict(info["spec"])
+        self.refresh()
+
+    # ------------------------------------------------------------------ create / open
+    @classmethod
+    def create(cls, path: str | os.PathLike, layout: DatasetSpec, overwrite: bool = False,
+               storage_options: dict | None = None) -> EpisodeStore:
+        """Create an empty store with the given layout (DatasetSpec)."""
+        zstore, loc = _open_zarr_store(path, "w", storage_options)
+        if not overwrite:
+            if _Raw(zstore).get("zarr.json") is not None:
+                raise StoreError(f"{loc}: a store already exists here; open it (mode='a') or pass overwrite=True")
+        register_codecs()
+        root = zarr.open_group(store=zstore, mode="w" if overwrite else "a", zarr_format=3)
+        root.attrs.put({"duet": {"layout": LAYOUT_NAME, "version": LAYOUT_VERSION, "spec": layout.to_dict()}})
+        data = root.create_group("data")
+        meta = root.create_group("meta")
+        meta.attrs.put({"episodes": [], "rigs": {}})
+        meta.create_array("episode_ends", shape=(0,), chunks=(EPISODE_ENDS_CHUNK,), dtype="int64",
+                          compressors=None, fill_value=0, chunk_key_encoding=CHUNK_KEYS)
+        for key, (shape, dtype) in layout.lowdim_arrays().items():
+            # Uncompressed: tiny next to the images, and 5x cheaper to rewrite at every flush.
+            data.create_array(key, shape=(0, *shape), chunks=(LOWDIM_CHUNK, *shape), dtype=dtype,
+                              fill_value=0, chunk_key_encoding=CHUNK_KEYS, compressors=None)
+        for key, (shape, dtype) in layout.image_arrays().items():
+            if key.endswith(".color") and layout.image_codec == "jpeg":
+                data.create_array(key, shape=(0, *shape), chunks=(1, *shape), dtype=dtype,
+                                  serializer=JpegCodec(level=layout.jpeg_quality), compressors=None, fill_value=0,
+                                  chunk_key_encoding=CHUNK_KEYS)
+            else:
+                data.create_array(key, shape=(0, *shape), chunks=(1, *shape), dtype=dtype,
+                                  compressors=zarr.codecs.ZstdCodec(level=3), fill_value=0,
+                                  chunk_key_encoding=CHUNK_KEYS)
+        return cls(zstore, loc, "a")
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, mode: str = "r", storage_options: dict | None = None) -> EpisodeStore:
+        """Open a store: mode 'r' (read) or 'a' (read and append)."""
+        if mode not in ("r", "a"):
+            raise StoreError(f"mode {mode!r}: use 'r' or 'a'")
+        zstore, loc = _open_zarr_store(path, mode, storage_options)
+        return cls(zstore, loc, mode)
+
+    @classmethod
+    def open_or_create(cls, path: str | os.PathLike, layout: DatasetSpec,
+                       storage_options: dict | None = None) -> EpisodeStore:
+        """Open for appending, creating the store if nothing is there; layouts must match."""
+        zstore, _ = _open_zarr_store(path, "a", storage_options)
+        if _Raw(zstore).get("zarr.json") is None:
+            return cls.create(path, layout, storage_options=storage_options)
+        store = cls.open(path, "a", storage_options)
+        store.check_compatible(layout)
+        return store
+
+    def check_compatible(self, other: DatasetSpec, where: str = "") -> None:
+        a, b = self.spec, other
+        problems = []
+        if [(x.name, list(x.joints)) for x in a.arms] != [(x.name, list(x.joints)) for x in b.arms]:
+            problems.append("arms/joints differ")
+        if a.followers != b.followers:
+            problems.append("follower order differs")
+        if [(c.name, c.width, c.height, c.depth) for c in a.cameras] != [
+            (c.name, c.width, c.height, c.depth) for c in b.cameras
+        ]:
+            problems.append("cameras differ")
+        if a.image_codec != b.image_codec:
+            problems.append(f"image codec {a.image_codec} vs {b.image_codec}")
+        if problems:
+            raise StoreError(
+                f"{self.location}: layout does not match {where or 'the data'} ({'; '.join(problems)}); "
+                "use a separate store"
+            )
+
+    # ------------------------------------------------------------------ reading
+    def refresh(self) -> None:
+        """Re-read what is committed (another process may be appending)."""
+        try:
+            ends_arr = zarr.open_array(store=self._zstore, path="meta/episode_ends", mode="r")
+            self._ends = np.asarray(ends_arr[:], dtype=np.int64)
+            meta = zarr.open_group(store=self._zstore, path="meta", mode="r")
+            self._meta_attrs = dict(meta.attrs)
+        except (json.JSONDecodeError, ValueError) as e:
+            raise StoreError(
+                f"{self.location}/meta: unreadable ({e}); run `duet data recover {self.location}`"
+            ) from None
+        except (FileNotFoundError, KeyError, zarr.errors.ArrayNotFoundError, zarr.errors.GroupNotFoundError):
+            raise StoreError(f"{self.location}/meta/episode_ends: missing; the store is corrupt (restore it)") from None
+        eps = self._meta_attrs.get("episodes", [])
+        if len(eps) < len(self._ends):
+            raise StoreError(
+                f"{self.location}/meta/zarr.json: {len(eps)} episode records for {len(self._ends)} episodes; "
+                "the store is corrupt (restore it)"
+            )
+        if len(self._ends) and (np.any(np.diff(self._ends) <= 0) or self._ends[0] <= 0):
+            raise StoreError(f"{self.location}/meta/episode_ends: not increasing; the store is corrupt (restore it)")
+
+    @property
+    def n_episodes(self) -> int:
+        return len(self._ends)
+
+    @property
+    def episode_ends(self) -> np.ndarray:
+        return self._ends.copy()
+
+    @property
+    def n_steps(self) -> int:
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    @property
+    def episode_lengths(self) -> np.ndarray:
+        return np.diff(np.concatenate([[0], self._ends])).astype(np.int64)
+
+    def _check_index(self, i: int) -> int:
+        n = self.n_episodes
+        j = i + n if i < 0 else i
+        if not 0 <= j < n:
+            raise StoreError(f"{self.location}: no episode {i} (the store has {n}: 0..{n - 1})")
+        return j
+
+    def episode_slice(self, i: int) -> slice:
+        i = self._check_index(i)
+        start = int(self._ends[i - 1]) if i > 0 else 0
+        return slice(start, int(self._ends[i]))
+
+    def episode_meta(self, i: int) -> dict[str, Any]:
+        i = self._check_index(i)
+        m = dict(self._meta_attrs["episodes"][i])
+        rig_hash = m.get("rig_hash")
+        if rig_hash and "rig" not in m:
+            m["rig"] = self._meta_attrs.get("rigs", {}).get(rig_hash)
+        return m
+
+    def episodes_meta(self) -> list[dict[str, Any]]:
+        return [self.episode_meta(i) for i in range(self.n_episodes)]
+
+    def array(self, key: str) -> zarr.Array:
+        """The zarr array data/<key> (re-opened when it is shorter than the committed data)."""
+        a = self._arrays.get(key)
+        if a is None or a.shape[0] < self.n_steps:
+            try:
+                a = zarr.open_array(store=self._zstore, path=f"data/{key}", mode="r" if self.mode == "r" else "r+")
+            except (FileNotFoundError, KeyError, zarr.errors.ArrayNotFoundError):
+                have = ", ".join(self.data_keys)
+                raise StoreError(f"{self.location}: no array data/{key} (have {have})") from None
+            except (ValueError, TypeError) as e:  # includes json.JSONDecodeError
+                raise StoreError(
+                    f"{self.location}/data/{key}/zarr.json: unreadable ({type(e).__name__}); the store is damaged: "
+                    "restore it from a copy (`duet data push` keeps one)"
+                ) from None
+            self._arrays[key] = a
+        return a
+
+    @property
+    def data_keys(self) -> list[str]:
+        return list(self.spec.lowdim_arrays()) + list(self.spec.image_arrays())
+
+    @property
+    def image_keys(self) -> list[str]:
+        return list(self.spec.image_arrays())
+
+    def read_episode(self, i: int, keys: Iterable[str] | None = None, images: bool = True) -> dict[str, np.ndarray]:
+        """All arrays of episode i (or only `keys`) as numpy arrays, time-major."""
+        sl = self.episode_slice(i)
+        if keys is None:
+            keys = [k for k in self.data_keys if images or k not in self.spec.image_arrays()]
+        out = {}
+        for k in keys:
+            arr = self.array(k)
+            try:
+                out[k] = np.asarray(arr[sl])
+            except (ValueError, RuntimeError, OSError) as e:
+                raise StoreError(
+                    f"{self.location}/data/{k}: episode {i} has an unreadable chunk ({type(e).__name__}: {e}); "
+                    "the store is damaged: restore it from a copy or drop the episode"
+                ) from None
+        return out
+
+    def read_raw_chunk(self, key: str, step: int) -> bytes | None:
+        """The stored bytes of one image chunk (a JPEG file for JPEG color arrays)."""
+        nd = len(self.spec.image_arrays()[key][0])
+        return self._raw.get(f"data/{key}/c.{step}" + ".0" * nd)
+
+    def read_frames(self, camera: str, steps: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Color frames of a camera at absolute steps, (n, H, W, 3) uint8. JPEG chunks are
+        read as bytes and decoded directly (faster than the generic zarr path)."""
+        key = f"{camera}.color"
+        steps = [int(t) for t in steps]
+        if self.spec.image_codec != "jpeg":
+            arr = self.array(key)
+            return np.stack([np.asarray(arr[t]) for t in steps])
+        import imagecodecs
+
+        c = self.spec.camera(camera)
+        out = np.empty((len(steps), c.height, c.width, 3), np.uint8)
+        for j, t in enumerate(steps):
+            if not 0 <= t < self.n_steps:
+                raise StoreError(f"{self.location}: step {t} of {camera} is not committed (0..{self.n_steps - 1})")
+            buf = self.read_raw_chunk(key, t)
+            if buf is None:
+                raise StoreError(f"{self.location}/data/{key}: frame {t} is missing; the store is damaged")
+            try:
+                img = imagecodecs.jpeg8_decode(buf)
+            except Exception as e:  # noqa: BLE001 - imagecodecs raises its own error types
+                raise StoreError(
+                    f"{self.location}/data/{key}: frame {t} is not a readable JPEG ({e}); the store is damaged: "
+                    "restore it from a copy or drop the episode"
+                ) from None
+            out[j] = img if img.ndim == 3 else img[..., None]
+        return out
+
+    def disk_bytes(self) -> int | None:
+        return self._raw.size_bytes()
+
+    @property
+    def pending(self) -> dict[str, Any] | None:
+        """The partial episode a crashed writer left (its marker), or None."""
+        try:
+            g = zarr.open_group(store=self._zstore, path="meta/recording", mode="r")
+        except Exception:
+            return None
+        rec = dict(g.attrs).get("recording")
+        return rec if isinstance(rec, dict) else None
+
+    # ------------------------------------------------------------------ writing
+    def _require_writable(self) -> None:
+        if self.mode == "r":
+            raise StoreError(f"{self.location}: opened read-only; open with mode='a' to write")
+
+    def episode(self, meta: dict[str, Any] | None = None) -> EpisodeWriter:
+        """Start writing an episode (a context manager: commit on exit, discard on error)."""
+        self._require_writable()
+        if self._writer is not None:
+            raise StoreError(f"{self.location}: an episode is already being written; commit or discard it first")
+        pend = self.pending
+        if pend is not None:
+            raise StoreError(
+                f"{self.location}: holds an unrecovered partial episode ({pend.get('flushed', 0)} steps); "
+                f"run `duet data recover {self.location}` (or --discard)"
+            )
+        self.refresh()
+        self._writer = EpisodeWriter(self, dict(meta or {}))
+        return self._writer
+
+    def _set_marker(self, rec: dict[str, Any] | None) -> None:
+        g = zarr.open_group(store=self._zstore, path="meta/recording", mode="a")
+        g.attrs.put({"recording": rec})
+
+    def _resize_all(self, length: int) -> None:
+        for key in self.data_keys:
+            a = self.array(key)
+            if a.shape[0] != length:
+                a.resize((length, *a.shape[1:]))
+
+    def _commit_episode(self, end: int, meta: dict[str, Any]) -> int:
+        """Make rows [current end, end) an episode: metadata first, episode_ends last."""
+        self._resize_all(end)
+        self._raw.sync()
+        # Rig configs are stored once per distinct config, keyed by hash.
+        meta = dict(meta)
+        attrs = dict(self._meta_attrs)
+        rigs = dict(attrs.get("rigs", {}))
+        rig = meta.pop("rig", None)
+        if rig is not None:
+            h = meta.get("rig_hash") or config_hash(rig)
+            meta["rig_hash"] = h
+            rigs[h] = rig
+        n = self.n_episodes
+        episodes = list(attrs.get("episodes", []))[:n] + [meta]
+        g = zarr.open_group(store=self._zstore, path="meta", mode="r+")
+        g.attrs.put({**attrs, "episodes": episodes, "rigs": rigs})
+        # episode_ends: write the chunk holding the new value first (invisible beyond the
+        # old shape), then grow the shape: that metadata write is the commit point.
+        ends = np.concatenate([self._ends, [end]]).astype("<i8")
+        k = n // EPISODE_ENDS_CHUNK
+        chunk = np.zeros(EPISODE_ENDS_CHUNK, dtype="<i8")
+        part = ends[k * EPISODE_ENDS_CHUNK : (k + 1) * EPISODE_ENDS_CHUNK]
+        chunk[: len(part)] = part
+        self._raw.put(f"meta/episode_ends/c.{k}", chunk.tobytes())
+        ea = zarr.open_array(store=self._zstore, path="meta/episode_ends", mode="r+")
+        ea.resize((n + 1,))
+        self._raw.sync()
+        self.refresh()
+        return n
+
+    def recover(self, commit: bool = True) -> dict[str, Any]:
+        """Deal with what a killed writer left: commit the partial episode (its flushed
+        steps, flagged recovered) or discard it; remove temp files. Returns a summary."""
+        self._require_writable()
+        removed = self._raw.clean_partials()
+        self.refresh()
+        pend = self.pending
+        out: dict[str, Any] = {"temp_files_removed": removed, "action": "none", "steps": 0}
+        end = self.n_steps
+        if pend is not None and int(pend.get("start", -1)) != end:
+            pend = None  # stale marker (the commit completed before the crash)
+        if pend is not None and commit and int(pend.get("flushed", 0)) > 0:
+            n = int(pend["flushed"])
+            meta = dict(pend.get("meta") or {})
+            meta.update({"length": n, "recovered": True, "flagged": True})
+            meta.setdefault("flags", []).append(f"recovered after a crash: {n} flushed steps kept")
+            idx = self._commit_episode(end + n, meta)
+            out.update(action="committed", steps=n, episode=idx)
+        else:
+            if pend is not None:
+                out.update(action="discarded", steps=int(pend.get("flushed", 0)))
+            self._resize_all(end)
+        self._set_marker(None)
+        self._raw.sync()
+        return out
+
+    # ------------------------------------------------------------------ editing
+    def copy_episodes_from(self, src: EpisodeStore, indices: Sequence[int] | None = None,
+                           progress: bool = False, extra_meta: dict | None = None) -> list[int]:
+        """Append episodes of another store (merge / push); JPEG frames are copied as bytes."""
+        self._require_writable()
+        self.check_compatible(src.spec, where=src.location)
+        indices = list(range(src.n_episodes)) if indices is None else [src._check_index(i) for i in indices]
+        out = []
+        from tqdm import tqdm
+
+        for i in tqdm(indices, desc=f"copy -> {self.location}", unit="ep", disable=not progress):
+            meta = src.episode_meta(i)
+            meta.update(extra_meta or {})
+            meta["copied_from"] = {"store": src.location, "episode": i}
+            sl = src.episode_slice(i)
+            with self.episode(meta) as ep:
+                block = {k: np.asarray(src.array(k)[sl]) for k in src.spec.lowdim_arrays()}
+                imgs: dict[str, Any] = {}
+                for k in src.image_keys:
+                    if k.endswith(".color") and src.spec.image_codec == "jpeg":
+                        imgs[k] = [src.read_raw_chunk(k, t) for t in range(sl.start, sl.stop)]
+                    else:
+                        imgs[k] = np.asarray(src.array(k)[sl])
+                ep.extend({**block, **imgs})
+                ep._keep_meta = True
+            out.append(self.n_episodes - 1)
+        return out
+
+    def rewrite(self, keep: Sequence[int], progress: bool = False) -> None:
+        """Keep only the episodes `keep` (in that order): used by drop. Rewrites the
+        store through a sibling temp store, then swaps (local stores only)."""
+        self._require_writable()
+        if self._raw.root is None:
+            raise StoreError(f"{self.location}: drop/split rewrite local stores only; copy it locally first")
+        root = self._raw.root
+        tmp = root.with_name(root.name + ".rewrite-tmp")
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
+        dst = EpisodeStore.create(tmp, self.spec)
+        dst.copy_episodes_from(self, keep, progress=progress)
+        import shutil
+
+        old = root.with_name(root.name + ".rewrite-old")
+        os.replace(root, old)
+        os.replace(tmp, root)
+        shutil.rmtree(old)
+        self.__init__(zarr.storage.LocalStore(root), self.location, self.mode)
+
+    def __repr__(self) -> str:
+        return f"EpisodeStore({self.location!r}, episodes={self.n_episodes}, steps={self.n_steps})"
+
+
+# ---------------------------------------------------------------------------- episode writer
+
+
+def encode_jpeg(img: np.ndarray, quality: int) -> bytes:
+    import imagecodecs
+
+    return bytes(imagecodecs.jpeg8_encode(np.ascontiguousarray(img), level=int(quality)))
+
+
+def _now_iso() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+class EpisodeWriter:
+    """Appends one episode's steps to a store. Use via EpisodeStore.episode()."""
+
+    def __init__(self, store: EpisodeStore, meta: dict[str, Any]):
+        self.store = store
+        self.spec = store.spec
+        self.meta = meta
+        self.meta.setdefault("start_time", _now_iso())
+        self.start = store.n_steps
+        self.length = 0
+        self._flushed = 0
+        self._last_flush = time.monotonic()
+        self._lowdim = self.spec.lowdim_arrays()
+        self._images = self.spec.image_arrays()
+        # Rows appended since the last flush, and the flushed rows (one block per flush),
+        # kept for the health summary at commit.
+        self._rows: dict[str, list[np.ndarray]] = {k: [] for k in self._lowdim}
+        self._blocks: dict[str, list[np.ndarray]] = {k: [] for k in self._lowdim}
+        self._capacity = self.store.array("t").shape[0]
+        self._closed = False
+        self._keep_meta = False
+        self.before_flush: Callable[[], None] | None = None
+        # Per flush: seconds waiting for image writes, writing rows, syncing (diagnostics).
+        self.flush_times: list[tuple[float, float, float]] = []
+        self._lock = threading.Lock()
+        self.bytes_written = 0
+        self._jpeg = self.spec.image_codec == "jpeg"
+        # Data beyond the committed end belongs to nobody: trim it before writing.
+        self.store._resize_all(self.start)
+        self._capacity = self.start
+        self.store._set_marker({"start": self.start, "flushed": 0, "meta": self._json_meta()})
+
+    def _json_meta(self) -> dict[str, Any]:
+        return json.loads(json.dumps(self.meta, default=_json_default))
+
+    # ------------------------------------------------------------------ appending
+    def _ensure_capacity(self, n_total: int) -> None:
+        need = self.start + n_total
+        if need <= self._capacity:
+            return
+        cap = max(need, self._capacity + GROW_STEPS)
+        self.store._resize_all(cap)
+        self._capacity = cap
+
+    def reserve(self, n_steps: int) -> None:
+        """Make room for n_steps steps of this episode (before write_image from threads)."""
+        try:
+            self._ensure_capacity(n_steps)
+        except OSError as e:
+            raise self._full(e) if _is_enospc(e) else e from None
+
+    def write_image(self, key: str, step: int, frame: Any) -> None:
+        """Write one image of step `step` (0-based in this episode). Thread-safe for
+        distinct steps; call reserve() first. Used by the recorder's writer pool, which
+        then appends the step with images_written=True."""
+        try:
+            self._write_images(key, step, [frame])
+        except OSError as e:
+            raise self._full(e) if _is_enospc(e) else e from None
+
+    def _full(self, e: OSError) -> DiskFullError:
+        return DiskFullError(
+            f"{self.store.location}: disk full while writing episode {self.store.n_episodes} ({e.strerror}); "
+            "free space; committed episodes are intact"
+        )
+
+    def append(self, step: dict[str, Any], images_written: bool = False) -> None:
+        """Append one time step. Keys are data keys without 'data/' (see the layout);
+        images may be uint8 arrays or JPEG bytes. Optional keys default: t = step / rate,
+        velocity/effort 0, stamps = t, ages 0, frame index = step. With images_written,
+        the step's images were already written with write_image()."""
+        block = {}
+        for k, v in step.items():
+            if k in self._images:
+                block[k] = [v]
+            else:
+                block[k] = np.asarray(v)[None]
+        self.extend(block, images_written=images_written)
+
+    def extend(self, block: dict[str, Any], images_written: bool = False) -> None:
+        """Append n steps at once: arrays (n, ...) per key; images as (n, H, W, 3) arrays
+        or a list of n JPEG bytes / arrays."""
+        if self._closed:
+            raise StoreError("episode writer is closed")
+        unknown = sorted(set(block) - set(self._lowdim) - set(self._images))
+        if unknown:
+            raise StoreError(f"episode step: unknown key {unknown[0]!r} (valid: {', '.join(list(self._lowdim) + list(self._images))})")
+        n = len(next(iter(block.values())))
+        t0 = self.length
+        try:
+            self._ensure_capacity(t0 + n)
+            for k in () if images_written else self._images:
+                v = block.get(k)
+                if v is None:
+                    raise StoreError(f"episode step: missing image {k!r}")
+                if len(v) != n:
+                    raise StoreError(f"episode step: {k!r} has {len(v)} steps, expected {n}")
+                self._write_images(k, t0, v)
+            rows = self._complete_lowdim(block, n, t0)
+        except OSError as e:
+            if _is_enospc(e):
+                raise self._full(e) from None
+            raise
+        for k, v in rows.items():
+            self._rows[k].append(v)
+        self.length += n
+        if self.length - self._flushed >= self.spec.rate_hz or time.monotonic() - self._last_flush >= FLUSH_PERIOD_S:
+            self.flush()
+
+    def _complete_lowdim(self, block: dict[str, Any], n: int, t0: int) -> dict[str, np.ndarray]:
+        rows: dict[str, np.ndarray] = {}
+        t = block.get("t")
+        if t is None:
+            t = (t0 + np.arange(n)) / self.spec.rate_hz
+        rows["t"] = np.asarray(t, dtype=np.float64).reshape(n)
+        for k, (shape, dtype) in self._lowdim.items():
+            if k == "t":
+                continue
+            v = block.get(k)
+            if v is None:
+                if k.endswith(".position") or k == "action":
+                    raise StoreError(f"episode step: missing {k!r}")
+                if k.endswith(".stamp"):
+                    v = np.broadcast_to(rows["t"].reshape((n,) + (1,) * len(shape)), (n, *shape))
+                elif k.endswith(".index"):
+                    v = t0 + np.arange(n)
+                else:
+                    v = np.zeros((n, *shape))
+            v = np.asarray(v, dtype=dtype)
+            if v.shape != (n, *shape):
+                try:
+                    v = v.reshape((n, *shape))
+                except ValueError:
+                    raise StoreError(
+                        f"episode step: {k!r} has shape {v.shape[1:]}, expected {shape}"
+                    ) from None
+            rows[k] = v
+        return rows
+
+    def _write_images(self, key: str, t0: int, frames: Any) -> None:
+        shape, _dtype = self._images[key]
+        raw_jpeg = self._jpeg and key.endswith(".color")
+        base = self.start + t0
+        if not raw_jpeg:
+            if isinstance(frames, np.ndarray):
+                arr = frames
+            else:
+                arr = np.stack([_to_array(f, shape) for f in frames])
+            if arr.shape[1:] != shape:
+                raise StoreError(f"episode step: {key!r} frames have shape {arr.shape[1:]}, expected {shape}")
+            self.store.array(key)[base : base + len(arr)] = arr
+            with self._lock:
+                self.bytes_written += arr.nbytes // 4  # estimate: zstd output size is not exposed
+            return
+        q = self.spec.jpeg_quality
+        for j, f in enumerate(frames):
+            if isinstance(f, (bytes, bytearray, memoryview)):
+                data = bytes(f)
+                try:
+                    h, w, c = jpeg_size(data)
+                except ValueError as e:
+                    raise StoreError(f"episode step: {key!r} frame is not a JPEG ({e})") from None
+                if (h, w) != shape[:2] or c not in (1, 3):
+                    raise StoreError(f"episode step: {key!r} JPEG is {h}x{w}x{c}, expected {shape[0]}x{shape[1]}x3")
+            else:
+                arr = np.asarray(f)
+                if arr.shape != shape or arr.dtype != np.uint8:
+                    raise StoreError(f"episode step: {key!r} frame is {arr.shape} {arr.dtype}, expected {shape} uint8")
+                data = encode_jpeg(arr, q)
+            # One frame per chunk, never shared with committed data: a plain write is safe
+            # (the recovery marker only advances once the frame is complete).
+            self.store._raw.put(f"data/{key}/c.{base + j}.0.0.0", data, atomic=False)
+            with self._lock:
+                self.bytes_written += len(data)
+
+    def flush(self, sync: bool = True) -> None:
+        """Write buffered rows and advance the recovery marker (then syncfs, locally)."""
+        if self._flushed == self.length:
+            self._last_flush = time.monotonic()
+            return
+        t_start = time.perf_counter()
+        if self.before_flush is not None:
+            self.before_flush()  # e.g. wait for images written by other threads
+        t_images = time.perf_counter()
+        a, b = self.start + self._flushed, self.start + self.length
+        try:
+            for k in self._lowdim:
+                vals = np.concatenate(self._rows[k])
+                self.store.array(k)[a:b] = vals
+                with self._lock:
+                    self.bytes_written += vals.nbytes
+            t_rows = time.perf_counter()
+            if sync:
+                self.store._raw.sync()
+            t_sync = time.perf_counter()
+            self.flush_times.append((t_images - t_start, t_rows - t_images, t_sync - t_rows))
+            for k in self._lowdim:
+                self._blocks[k].append(np.concatenate(self._rows[k]))
+                self._rows[k] = []
+            self._flushed = self.length
+            self.store._set_marker({"start": self.start, "flushed": self._flushed, "meta": self._json_meta()})
+        except OSError as e:
+            if _is_enospc(e):
+                raise self._full(e) from None
+            raise
+        self._last_flush = time.monotonic()
+
+    def data(self) -> dict[str, np.ndarray]:
+        """The low-dimensional data appended so far."""
+        out = {}
+        for k, (shape, dtype) in self._lowdim.items():
+            parts = self._blocks[k] + self._rows[k]
+            out[k] = np.concatenate(parts) if parts else np.zeros((0, *shape), dtype)
+        return out
+
+    def commit(self, extra_meta: dict[str, Any] | None = None) -> int:
+        """Commit the episode atomically; returns its index."""
+        if self._closed:
+            raise StoreError("episode writer is closed")
+        if self.length == 0:
+            self.discard()
+            raise StoreError(f"{self.store.location}: refusing to commit an empty episode (no steps appended)")
+        self.flush(sync=False)
+        meta = dict(self.meta)
+        if not self._keep_meta:
+            meta.update(episode_health(self.spec, self.data()))
+        meta.update(extra_meta or {})
+        meta["length"] = self.length
+        meta = json.loads(json.dumps(meta, default=_json_default))
+        try:
+            idx = self.store._commit_episode(self.start + self.length, meta)
+            self.store._set_marker(None)
+        except OSError as e:
+            if _is_enospc(e):
+                raise DiskFullError(
+                    f"{self.store.location}: disk full while committing an episode ({e.strerror}); "
+                    "free space, then `duet data recover` it"
+                ) from None
+            raise
+        self._closed = True
+        self.store._writer = None
+        self.committed_meta = meta
+        return idx
+
+    def discard(self) -> None:
+        """Drop the episode (nothing of it stays visible)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.store._writer = None
+        with contextlib.suppress(OSError):
+            self.store._resize_all(self.start)
+            self.store._set_marker(None)
+
+    def __enter__(self) -> EpisodeWriter:
+        return self
+
+    def __exit__(self, et, ev, tb) -> None:
+        if et is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def _to_array(f: Any, shape: tuple[int, ...]) -> np.ndarray:
+    if isinstance(f, (bytes, bytearray, memoryview)):
+        import imagecodecs
+
+        img = imagecodecs.jpeg8_decode(bytes(f))
+        if img.ndim == 2 and len(shape) == 3:
+            img = np.repeat(img[..., None], 3, axis=-1)
+        return img
+    return np.asarray(f)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    import dataclasses
+
+    if dataclasses.is_dataclass(o):
+        from duet.config import to_dict
+
+        return to_dict(o)
+    return str(o)
+
+
+# ---------------------------------------------------------------------------- health
+
+
+def _stats(x: np.ndarray) -> dict[str, float]:
+    x = np.asarray(x, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return {"p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+    return {"p50": float(np.percentile(x, 50)), "p99": float(np.percentile(x, 99)), "max": float(x.max())}
+
+
+def episode_health(spec: DatasetSpec, data: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Rate, period jitter, per-sensor ages, dropped and stale frames, and flags, computed
+    from an episode's low-dimensional data."""
+    t = data["t"]
+    n = len(t)
+    out: dict[str, Any] = {"length": n}
+    flags: list[str] = []
+    if n >= 2:
+        dt = np.diff(t)
+        out["rate_hz"] = float((n - 1) / (t[-1] - t[0])) if t[-1] > t[0] else float("nan")
+        err = np.abs(dt - 1.0 / spec.rate_hz) * 1e3
+        out["period_jitter_ms"] = {k: round(v, 3) for k, v in _stats(err).items()}
+        late = int(np.sum(dt > 1.5 / spec.rate_hz))
+        out["late_ticks"] = late
+        if late:
+            flags.append(f"{late} ticks came more than half a period late")
+    else:
+        out["rate_hz"] = float("nan")
+        out["period_jitter_ms"] = _stats(np.zeros(0))
+    sensors: dict[str, Any] = {}
+    for a in spec.arms:
+        age = data[f"{a.name}.age"]
+        stale = int(np.sum(~(age <= spec.arm_max_age_s)))
+        sensors[a.name] = {"age_ms": {k: v * 1e3 for k, v in _stats(age).items()}, "stale_ticks": stale}
+        if stale:
+            flags.append(f"{a.name}: {stale} stale ticks (age > {spec.arm_max_age_s * 1e3:.0f} ms, max {np.nanmax(np.where(np.isfinite(age), age, np.nan), initial=0) * 1e3:.0f} ms)")
+    cams: dict[str, Any] = {}
+    for c in spec.cameras:
+        age = data[f"{c.name}.age"]
+        idx = data[f"{c.name}.index"]
+        valid = idx >= 0
+        iv = idx[valid]
+        new = iv[np.concatenate([[True], np.diff(iv) != 0])] if iv.size else iv
+        gaps = np.diff(new)
+        dropped = int(np.sum(np.clip(gaps - 1, 0, None))) if gaps.size else 0
+        stale = int(np.sum(~(age <= c.max_age_s)))
+        fin = age[np.isfinite(age)]
+        cams[c.name] = {
+            "age_ms": {k: v * 1e3 for k, v in _stats(age).items()},
+            "frames": int(new.size),
+            "dropped_frames": dropped,
+            "stale_ticks": stale,
+            "max_gap_s": float(fin.max()) if fin.size else float("inf"),
+            "missing_ticks": int(np.sum(~valid)),
+        }
+        if dropped:
+            flags.append(f"{c.name}: {dropped} dropped frames")
+        if stale:
+            flags.append(
+                f"{c.name}: {stale} stale ticks (age > {c.max_age_s * 1e3:.0f} ms, longest gap {cams[c.name]['max_gap_s'] * 1e3:.0f} ms)"
+            )
+    out["sensors"] = sensors
+    out["cameras"] = cams
+    out["flags"] = flags
+    out["flagged"] = bool(flags)
+    return out
+
+
+def health_line(meta: dict[str, Any]) -> str:
+    """One line per episode: length, rate, jitter, dropped frames, MB written, flags."""
+    jit = meta.get("period_jitter_ms", {})
+    cams = meta.get("cameras", {})
+    dropped = sum(int(c.get("dropped_frames", 0)) for c in cams.values())
+    stale = sum(int(c.get("stale_ticks", 0)) for c in cams.values())
+    parts = [
+        f"{meta.get('length', 0)} steps",
+        f"{meta.get('rate_hz', float('nan')):.2f} Hz",
+        f"jitter p99 {jit.get('p99', float('nan')):.2f} ms",
+        f"dropped frames {dropped}",
+        f"stale camera ticks {stale}",
+    ]
+    if "mb_written" in meta:
+        parts.append(f"{meta['mb_written']:.1f} MB")
+    if meta.get("writer_dropped"):
+        parts.append(f"writer dropped {meta['writer_dropped']} frames")
+    parts.append("FLAGGED: " + "; ".join(meta.get("flags", [])) if meta.get("flagged") else "ok")
+    return ", ".join(parts)
+
+
+def iter_episode_indices(spec: str | None, n: int) -> Iterator[int]:
+    """'3', '0-4', '1,3,7', '-1' -> indices."""
+    if spec is None or spec == "all":
+        yield from range(n)
+        return
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            if "-" in part[1:]:
+                a, b = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1])
+                yield from range(int(a), int(b) + 1)
+            else:
+                i = int(part)
+                yield i + n if i < 0 else i
+        except ValueError:
+            raise StoreError(f"episode selection {spec!r}: use N, A-B or a comma list (e.g. 0-4,7)") from None
