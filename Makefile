@@ -42,12 +42,13 @@ apt:
 	  else echo "[setup] please install:$$missing (sudo apt-get install$$missing)"; fi; \
 	fi
 
-$(STAMP): $(REQS) pyproject.toml setup.py
+$(STAMP): $(REQS) pyproject.toml setup.py ros2_ws/src/duet_ros/setup.py
 	@$(MAKE) --no-print-directory apt
 	@test -x $(PY) || { echo "[setup] creating $(VENV) with $(PYTHON_BOOT)"; $(PYTHON_BOOT) -m venv $(VENV_FLAGS) $(VENV); }
 	@echo "[setup] pip install -r $(REQS)"
 	@$(PY) -m pip install -q $(foreach r,$(REQS),-r $(r)) 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
 	@$(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v "is ignored" || true
+	@$(PY) -m pip install -q --no-deps --no-build-isolation -e ros2_ws/src/duet_ros 2>&1 | grep -v "is ignored" || true
 	@$(PY) -c "import duet, torch, zarr, dynamixel_sdk, cv2" || { echo "[setup] install failed"; exit 1; }
 	@touch $(STAMP)
 

@@ -1,0 +1,114 @@
+"""`duet up GRAPH`: start a node graph of launch/graph.yaml without ros2 launch.
+
+    duet up teleop --mock                       every arm, camera and the teleop node, mock hardware
+    duet up bringup --config my_rig.yaml        arms and cameras of a rig YAML, real hardware
+    duet up teleop --mock --only teleop         one node of the graph, same parameters
+    duet up teleop --mock --set left_follower:fault_scenario=lossy_1pct
+    duet up teleop --mock --dry-run             print the node command lines
+    duet up record --mock --dataset demos.zarr --task fold     graph arguments (launch/graph.yaml)
+
+Same nodes, executables and parameter files as `ros2 launch launch/<graph>.launch.py`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("up", help="start a node graph (teleop, bringup, ...) as processes",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("graph", help="graph name in launch/graph.yaml (bringup, teleop, ...)")
+    p.add_argument("--mock", action="store_true", help="use_mock_hardware: the mock backend for every device")
+    p.add_argument("--config", default="aloha", help="rig: a shipped rig name or a rig YAML path (default aloha)")
+    p.add_argument("--only", default="", help="comma-separated node names to start (default: all)")
+    p.add_argument("--skip", default="", help="comma-separated node names not to start")
+    p.add_argument("--set", action="append", default=[], metavar="NODE:KEY=VALUE",
+                   help="parameter override for one node (NODE '*' = every node); repeatable")
+    p.add_argument("--log-dir", type=Path, default=None, help="write each node's output to DIR/<node>.log")
+    p.add_argument("--graph-file", type=Path, default=None, help="graph description (default launch/graph.yaml)")
+    p.add_argument("--dry-run", action="store_true", help="print the node command lines and parameters, start nothing")
+    _add_graph_arguments(p)
+    p.set_defaults(func=cmd_up)
+
+
+def _add_graph_arguments(p) -> None:
+    """--NAME VALUE options for the graphs' arguments (launch/graph.yaml `arguments:`),
+    e.g. `duet up record --dataset PATH`; the same names are launch arguments (NAME:=VALUE)."""
+    import argparse
+
+    from duet.errors import DuetError
+
+    try:
+        from duet_ros.graph import load_graph
+
+        arguments = load_graph().all_arguments()
+    except DuetError:
+        return  # a broken graph file is reported when `duet up` loads it
+    for name, a in arguments.items():
+        try:
+            p.add_argument(f"--{name.replace('_', '-')}", dest=f"graph_arg_{name}", default=None, metavar="VALUE",
+                           help=f"{a.help} (graph argument: sets {a.node}:{a.param})")
+        except argparse.ArgumentError:
+            continue  # clashes with an option of duet up: use --set NODE:PARAM=VALUE
+
+
+def parse_sets(items: list[str]) -> dict[str, dict]:
+    import json
+
+    from duet.config import parse_override
+    from duet.errors import ConfigError
+
+    out: dict[str, dict] = {}
+    for item in items:
+        node, sep, rest = item.partition(":")
+        if not sep or not node or "=" not in rest:
+            raise ConfigError(f"--set {item!r}: expected NODE:KEY=VALUE, e.g. left_follower:fault_scenario=lossy_1pct")
+        path, value = parse_override(rest)
+        if isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value)):
+            value = json.dumps(value)  # ROS parameters hold no nested structures (duet.config.flatten)
+        out.setdefault(node, {})[".".join(path)] = value
+    return out
+
+
+def select(specs, only: str, skip: str):
+    from duet.errors import ConfigError
+
+    names = [s.name for s in specs]
+    want = [n for n in only.split(",") if n] or names
+    drop = {n for n in skip.split(",") if n}
+    for n in [*want, *drop]:
+        if n not in names:
+            raise ConfigError(f"node {n!r} is not in the graph (nodes: {', '.join(names)})")
+    return [s for s in specs if s.name in want and s.name not in drop]
+
+
+def cmd_up(args) -> int:
+    from duet.errors import ConfigError
+    from duet_ros.graph import expand, load_graph
+    from duet_ros.launcher import GraphRunner, node_params_yaml
+
+    desc = load_graph(args.graph_file)
+    everything = expand(args.graph, args.config, args.mock, desc)
+    overrides = parse_sets(args.set)
+    names = [s.name for s in everything]
+    unknown = sorted(set(overrides) - set(names) - {"*"})
+    if unknown:
+        raise ConfigError(f"--set for node {unknown[0]!r}: not in graph {args.graph!r} (nodes: {', '.join(names)})")
+    specs = select(everything, args.only, args.skip)
+    given = {name: getattr(args, f"graph_arg_{name}", None) for name in desc.all_arguments()}
+    for node, params in desc.argument_parameters(args.graph, given, [s.name for s in specs]).items():
+        overrides[node] = {**params, **overrides.get(node, {})}  # an explicit --set wins
+    runner = GraphRunner(specs, overrides, log_dir=args.log_dir)
+    if args.dry_run:
+        for c in runner.children:
+            print(" ".join(c.argv))
+            print("  " + node_params_yaml(c.spec, {**overrides.get("*", {}), **overrides.get(c.spec.name, {})})
+                  .replace("\n", "\n  ").rstrip())
+        runner.stop()
+        return 0
+    runner.start()
+    print(f"[duet up] {args.graph}{' (mock hardware)' if args.mock else ''}: "
+          + ", ".join(f"{c.spec.name}[{c.proc.pid}]" for c in runner.children), file=sys.stderr, flush=True)
+    return runner.wait()

@@ -1,0 +1,155 @@
+"""`duet up`: the launch graph without the launch packages (laptops, CI).
+
+Starts each node of an expanded graph (duet_ros.graph) as a subprocess of its console
+script, with exactly what launch_ros would pass: the graph's parameter files in order,
+then a generated file with the node's graph parameters (rig, use_mock_hardware, device)
+and any overrides. ROS-free itself: the children are the ROS processes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+from duet.errors import DuetError
+from duet_ros.graph import NodeSpec
+
+
+def find_executable(name: str) -> str:
+    """A console script: beside this Python first (the venv), then on PATH."""
+    local = Path(sys.executable).parent / name
+    if local.is_file() and os.access(local, os.X_OK):
+        return str(local)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise DuetError(
+        f"executable {name!r} not found; install the nodes with: pip install --no-deps -e ros2_ws/src/duet_ros"
+    )
+
+
+def node_argv(spec: NodeSpec, params_file: Path, executable: str | None = None) -> list[str]:
+    argv = [executable or find_executable(spec.executable), "--ros-args", "-r", f"__node:={spec.name}"]
+    for f in spec.param_files:
+        argv += ["--params-file", str(f)]
+    return argv + ["--params-file", str(params_file)]
+
+
+def node_params_yaml(spec: NodeSpec, overrides: dict[str, Any] | None = None) -> str:
+    params = {**spec.parameters, **(overrides or {})}
+    return yaml.safe_dump({spec.name: {"ros__parameters": params}}, sort_keys=False)
+
+
+@dataclass
+class Child:
+    spec: NodeSpec
+    argv: list[str]
+    proc: subprocess.Popen | None = None
+    log: IO[bytes] | None = None
+    reported: bool = False
+
+
+@dataclass
+class GraphRunner:
+    specs: list[NodeSpec]
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # node name (or "*") -> params; others ignored
+    log_dir: Path | None = None
+    env: dict[str, str] | None = None
+    children: list[Child] = field(default_factory=list)
+
+    def __post_init__(self):
+        self._tmp = Path(tempfile.mkdtemp(prefix="duet-up-"))
+        for spec in self.specs:
+            over = {**self.overrides.get("*", {}), **self.overrides.get(spec.name, {})}
+            pf = self._tmp / f"{spec.name}.yaml"
+            pf.write_text(node_params_yaml(spec, over))
+            self.children.append(Child(spec, node_argv(spec, pf)))
+
+    def start(self) -> None:
+        env = dict(os.environ if self.env is None else self.env)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env.setdefault("RCUTILS_LOGGING_BUFFERED_STREAM", "0")
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        for c in self.children:
+            out = None
+            if self.log_dir is not None:
+                c.log = open(self.log_dir / f"{c.spec.name}.log", "ab")  # noqa: SIM115 - closed in stop()
+                out = c.log
+            c.proc = subprocess.Popen(c.argv, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
+
+    def poll(self) -> list[tuple[str, int]]:
+        """Children that exited since the last poll: (name, return code)."""
+        out = []
+        for c in self.children:
+            if c.proc is not None and not c.reported and c.proc.poll() is not None:
+                c.reported = True
+                out.append((c.spec.name, c.proc.returncode))
+        return out
+
+    def running(self) -> list[str]:
+        return [c.spec.name for c in self.children if c.proc is not None and c.proc.poll() is None]
+
+    def pid(self, name: str) -> int:
+        for c in self.children:
+            if c.spec.name == name and c.proc is not None:
+                return c.proc.pid
+        raise KeyError(name)
+
+    def stop(self, timeout: float = 8.0) -> dict[str, int]:
+        """SIGINT every node (each goes to its safe state), then SIGTERM / SIGKILL stragglers."""
+        live = [c for c in self.children if c.proc is not None and c.proc.poll() is None]
+        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+            for c in live:
+                if c.proc.poll() is None:
+                    try:
+                        c.proc.send_signal(sig)
+                    except ProcessLookupError:
+                        pass
+            end = time.monotonic() + wait
+            while time.monotonic() < end and any(c.proc.poll() is None for c in live):
+                time.sleep(0.05)
+            live = [c for c in live if c.proc.poll() is None]
+            if not live:
+                break
+        for c in self.children:
+            if c.log is not None:
+                c.log.close()
+                c.log = None
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        return {c.spec.name: c.proc.returncode for c in self.children if c.proc is not None}
+
+    def wait(self) -> int:
+        """Until every node exited (or Ctrl-C / SIGTERM: stop them all). Exit status: the
+        worst child status."""
+        stop_requested = False
+
+        def _request_stop(signum, frame):
+            nonlocal stop_requested
+            stop_requested = True
+
+        old = {s: signal.signal(s, _request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while self.running() and not stop_requested:
+                for name, rc in self.poll():
+                    print(f"[duet up] node {name} exited with status {rc}", file=sys.stderr, flush=True)
+                time.sleep(0.1)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        codes = self.stop()
+        for name, rc in self.poll():
+            if rc not in (0, -signal.SIGINT):
+                print(f"[duet up] node {name} exited with status {rc}", file=sys.stderr, flush=True)
+        bad = [rc for rc in codes.values() if rc not in (0, -signal.SIGINT, 130)]
+        return 1 if bad else 0

@@ -1,0 +1,207 @@
+"""Pieces every duet node shares: a paced loop thread, windowed statistics, the main().
+
+Nodes run their control work in a dedicated thread paced on absolute deadlines
+(duet.clock.Pacer on the monotonic clock), not in an rclpy timer: the executor thread
+serves subscriptions, services and the 1 Hz diagnostics, and never delays a tick.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+
+import numpy as np
+
+from duet.clock import Clock, MonotonicClock, Pacer, PeriodStats
+from duet.errors import DuetError
+
+
+class WindowStats:
+    """Period statistics of the last diagnostics window (reset on each summary)."""
+
+    def __init__(self, period: float, capacity: int = 4096, run_capacity: int = 1 << 20):
+        self.stats = PeriodStats(period, capacity=capacity)
+        self.run = PeriodStats(period, capacity=run_capacity)  # since start (first ~5.8 h at 50 Hz)
+        self.total_overruns = 0
+        self.total_ticks = 0
+        self._lock = threading.Lock()
+
+    def record(self, t: float, overruns: int = 0) -> None:
+        with self._lock:
+            self.stats.record(t)
+            self.stats.overruns += overruns
+            self.run.record(t)
+            self.run.overruns += overruns
+
+    def reset_run(self) -> None:
+        with self._lock:
+            self.run.reset()
+
+    def run_summary(self) -> dict[str, float]:
+        with self._lock:
+            s = self.run.summary()
+        return {"run.rate_hz": s.mean_rate_hz, "run.period_error_p50_ms": s.p50_error_ms,
+                "run.period_error_p99_ms": s.p99_error_ms, "run.period_error_max_ms": s.max_error_ms,
+                "run.ticks": s.ticks}
+
+    def summary_and_reset(self, with_run: bool = False) -> dict[str, float]:
+        with self._lock:
+            s = self.stats.summary()
+            self.stats.reset()
+        self.total_overruns += s.overruns
+        self.total_ticks += s.ticks
+        return ({**self.run_summary()} if with_run else {}) | {
+            "rate_hz": s.mean_rate_hz,
+            "period_error_p50_ms": s.p50_error_ms,
+            "period_error_p99_ms": s.p99_error_ms,
+            "period_error_max_ms": s.max_error_ms,
+            "overruns_window": s.overruns,
+            "overruns_total": self.total_overruns,
+            "ticks_total": self.total_ticks,
+        }
+
+
+class Samples:
+    """A bounded window of float samples (latencies, encode times)."""
+
+    def __init__(self, capacity: int = 4096):
+        self._v: list[float] = []
+        self._cap = capacity
+        self._lock = threading.Lock()
+
+    def add(self, x: float) -> None:
+        with self._lock:
+            if len(self._v) < self._cap:
+                self._v.append(x)
+
+    def percentiles_and_reset(self, *qs: float) -> list[float]:
+        with self._lock:
+            v, self._v = self._v, []
+        if not v:
+            return [float("nan")] * len(qs)
+        return [float(x) for x in np.percentile(np.asarray(v), qs)]
+
+
+def grid_start(now: float, period: float, phase_s: float | None) -> float:
+    """The first deadline of a loop phase-locked to the host's monotonic clock: the next
+    t >= now with t = k * period + phase_s. Every process of a host shares CLOCK_MONOTONIC,
+    so loops with phases 0 (arms read), 3 ms (teleop) and 6 ms (followers write) run in
+    that order each period instead of at random offsets (up to a period less latency).
+    phase_s None: start now."""
+    if phase_s is None:
+        return now
+    phase = phase_s % period
+    k = math.ceil((now - phase) / period)
+    return k * period + phase
+
+
+def set_realtime(priority: int) -> str:
+    """SCHED_FIFO for the calling thread (Linux; needs CAP_SYS_NICE or an rtprio limit,
+    e.g. `@realtime - rtprio 98` in /etc/security/limits.conf). Returns what happened."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        return f"SCHED_FIFO {priority}"
+    except (AttributeError, PermissionError, OSError) as e:
+        return f"off ({type(e).__name__}: not permitted; see the rtprio limit)"
+
+
+class PacedThread:
+    """Runs ``tick()`` on absolute deadlines at ``rate_hz`` in a daemon thread.
+
+    An exception in tick() is reported through ``on_error`` (and the loop goes on); the
+    tick times go to a WindowStats (per diagnostics window and since start).
+    """
+
+    def __init__(self, name: str, rate_hz: float, tick: Callable[[], None],
+                 on_error: Callable[[BaseException], None] | None = None, clock: Clock | None = None,
+                 phase_s: float | None = None, realtime_priority: int = 0):
+        self.clock = clock or MonotonicClock()
+        self.phase_s = phase_s
+        self.realtime_priority = realtime_priority
+        self.realtime = "off"
+        self.window = WindowStats(1.0 / rate_hz)
+        # the pacer's own stats only count overruns; tick times go to the window
+        self.pacer = Pacer(rate_hz, self.clock, PeriodStats(1.0 / rate_hz, capacity=1))
+        self._tick = tick
+        self._on_error = on_error
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive() and not self._stop.is_set()
+
+    def _run(self) -> None:
+        if self.realtime_priority > 0:
+            self.realtime = set_realtime(self.realtime_priority)
+        self.pacer.start(grid_start(self.clock.now(), self.pacer.period, self.phase_s))
+        overruns = 0
+        while not self._stop.is_set():
+            self.pacer.wait()
+            self.window.record(self.clock.now(), self.pacer.stats.overruns - overruns)
+            overruns = self.pacer.stats.overruns
+            if self._stop.is_set():
+                break
+            try:
+                self._tick()
+            except Exception as e:  # reported, never kills the loop
+                if self._on_error:
+                    self._on_error(e)
+                else:
+                    traceback.print_exc()
+
+
+def run_node(make_node: Callable[[], object], name: str) -> int:
+    """main() of a node: rclpy init, spin, and on any exit the node's close() (safe state).
+
+    A DuetError (bad parameter, missing device) ends in one line and exit status 2.
+    """
+    import signal
+
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    # Our own SIGINT / SIGTERM handling: a flag the spin loop checks, so shutdown always
+    # runs close() (the safe state) once, never interrupted by a KeyboardInterrupt.
+    rclpy.init(args=sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    node = None
+    rc = 0
+    try:
+        node = make_node()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except DuetError as e:
+        print(f"{name}: error: {e}", file=sys.stderr, flush=True)
+        rc = 2
+    finally:
+        if node is not None:
+            try:
+                node.close()
+            except Exception:
+                traceback.print_exc()
+            try:
+                node.destroy_node()
+            except Exception:
+                pass
+        rclpy.try_shutdown()
+    return rc
