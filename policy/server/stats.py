@@ -1,0 +1,152 @@
+"""Counters and distributions of the policy server (recording is O(1); summaries on demand)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+class Samples:
+    """A fixed-capacity ring of float samples; percentiles over the most recent `capacity`."""
+
+    def __init__(self, capacity: int = 100_000):
+        self._v = np.empty(capacity, dtype=np.float64)
+        self._n = 0  # total recorded
+
+    def add(self, v: float) -> None:
+        self._v[self._n % len(self._v)] = v
+        self._n += 1
+
+    def reset(self) -> None:
+        self._n = 0
+
+    @property
+    def count(self) -> int:
+        return self._n
+
+    def values(self) -> np.ndarray:
+        return self._v[: min(self._n, len(self._v))]
+
+    def pct(self, q: float) -> float:
+        v = self.values()
+        return float(np.percentile(v, q)) if len(v) else float("nan")
+
+    def max(self) -> float:
+        v = self.values()
+        return float(v.max()) if len(v) else float("nan")
+
+
+@dataclass
+class ServerStats:
+    """A snapshot of the server's figures. Times in ms, jumps in action units (rad)."""
+
+    mode: str
+    ticks: int  # ticks run
+    executed_ticks: int  # ticks that sent a policy action (not held)
+    held_ticks: int  # ticks the watchdog held (or ramped to rest)
+    held_by_reason: dict[str, int] = field(default_factory=dict)
+    deadline_misses: int = 0  # ticks with no fresh action while the policy was running
+    late_chunks: int = 0  # chunks that arrived after the current execution window had ended
+    queries: int = 0  # inferences started
+    chunks_received: int = 0  # chunks that came back valid
+    chunks_started: int = 0  # chunks that took over execution (receding / async)
+    actions_dropped_stale: int = 0  # actions whose due time had passed when their chunk arrived
+    invalid_chunks: int = 0  # chunks rejected for NaN/inf/shape
+    inference_errors: int = 0  # predict_chunk raised
+    unsafe_commands: int = 0  # safety function rejected a target
+    step_clamps: int = 0  # ticks where safety clamped the target (limits or max step)
+    inference_ms_p50: float = float("nan")  # predict_chunk compute time
+    inference_ms_p99: float = float("nan")
+    obs_to_arrival_ms_p50: float = float("nan")  # observation capture -> chunk usable at a tick
+    obs_to_arrival_ms_p99: float = float("nan")
+    obs_to_arrival_ms_max: float = float("nan")
+    latency_ticks: int = 0  # current latency estimate used for triggering
+    boundary_jump_p50: float = float("nan")  # max per-tick step over each chunk switch / resume
+    boundary_jump_p99: float = float("nan")
+    boundary_jump_max: float = float("nan")
+    boundaries: int = 0
+    step_p99: float = float("nan")  # largest joint change per executed tick, sent commands
+    step_max: float = float("nan")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        held = ", ".join(f"{k} {v}" for k, v in sorted(self.held_by_reason.items())) or "none"
+        return [
+            f"mode {self.mode}: {self.ticks} ticks, executed {self.executed_ticks}, held {self.held_ticks} ({held})",
+            f"deadline misses {self.deadline_misses}, late chunks {self.late_chunks}, "
+            f"queries {self.queries}, chunks {self.chunks_received} received / {self.chunks_started} started, "
+            f"stale actions dropped {self.actions_dropped_stale}",
+            f"inference p50 {self.inference_ms_p50:.1f} ms p99 {self.inference_ms_p99:.1f} ms; "
+            f"obs->arrival p50 {self.obs_to_arrival_ms_p50:.1f} ms p99 {self.obs_to_arrival_ms_p99:.1f} ms "
+            f"max {self.obs_to_arrival_ms_max:.1f} ms "
+            f"(estimate {self.latency_ticks} ticks)",
+            f"boundary jump p50 {self.boundary_jump_p50:.4f} p99 {self.boundary_jump_p99:.4f} "
+            f"max {self.boundary_jump_max:.4f} over {self.boundaries} boundaries; per-tick step p99 "
+            f"{self.step_p99:.4f} max {self.step_max:.4f}; safety clamps {self.step_clamps}",
+            f"invalid chunks {self.invalid_chunks}, inference errors {self.inference_errors}, "
+            f"unsafe commands {self.unsafe_commands}",
+        ]
+
+
+class StatsRecorder:
+    """Mutable counters owned by the server's tick thread. snapshot() may run in another
+    thread (diagnostics): the held-reason dict never changes size, so that is safe."""
+
+    def __init__(self, mode: str, reasons: tuple[str, ...] = ()):
+        self.mode = mode
+        self.reasons = reasons
+        self.reset()
+
+    def reset(self) -> None:
+        self.ticks = 0
+        self.executed = 0
+        self.held = Counter(dict.fromkeys(self.reasons, 0))
+        self.deadline_misses = 0
+        self.late_chunks = 0
+        self.queries = 0
+        self.chunks_received = 0
+        self.chunks_started = 0
+        self.dropped = 0
+        self.invalid = 0
+        self.errors = 0
+        self.unsafe = 0
+        self.clamps = 0
+        self.inference_s = Samples()
+        self.arrival_s = Samples()
+        self.jumps = Samples()
+        self.steps = Samples()
+
+    def snapshot(self, latency_ticks: int) -> ServerStats:
+        return ServerStats(
+            mode=self.mode,
+            ticks=self.ticks,
+            executed_ticks=self.executed,
+            held_ticks=sum(self.held.values()),
+            held_by_reason={k: v for k, v in list(self.held.items()) if v},
+            deadline_misses=self.deadline_misses,
+            late_chunks=self.late_chunks,
+            queries=self.queries,
+            chunks_received=self.chunks_received,
+            chunks_started=self.chunks_started,
+            actions_dropped_stale=self.dropped,
+            invalid_chunks=self.invalid,
+            inference_errors=self.errors,
+            unsafe_commands=self.unsafe,
+            step_clamps=self.clamps,
+            inference_ms_p50=self.inference_s.pct(50) * 1e3,
+            inference_ms_p99=self.inference_s.pct(99) * 1e3,
+            obs_to_arrival_ms_p50=self.arrival_s.pct(50) * 1e3,
+            obs_to_arrival_ms_p99=self.arrival_s.pct(99) * 1e3,
+            obs_to_arrival_ms_max=self.arrival_s.max() * 1e3,
+            latency_ticks=latency_ticks,
+            boundary_jump_p50=self.jumps.pct(50),
+            boundary_jump_p99=self.jumps.pct(99),
+            boundary_jump_max=self.jumps.max(),
+            boundaries=self.jumps.count,
+            step_p99=self.steps.pct(99),
+            step_max=self.steps.max(),
+        )
