@@ -18,6 +18,7 @@ NODES = {
     "duet_teleop_node": "duet_ros.teleop_node:main",
     "duet_policy_node": "duet_ros.policy_node:main",
     "duet_recorder_node": "duet_ros.recorder_node:main",
+    "duet_sim_node": "duet_ros.sim_node:main",
 }
 
 setup(

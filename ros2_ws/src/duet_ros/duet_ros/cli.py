@@ -1,6 +1,7 @@
 """`duet up GRAPH`: start a node graph of launch/graph.yaml without ros2 launch.
 
     duet up teleop --mock                       every arm, camera and the teleop node, mock hardware
+    duet up teleop --sim                        the same on the MuJoCo sim rig (--mock --config aloha_sim)
     duet up bringup --config my_rig.yaml        arms and cameras of a rig YAML, real hardware
     duet up teleop --mock --only teleop         one node of the graph, same parameters
     duet up teleop --mock --set left_follower:fault_scenario=lossy_1pct
@@ -22,6 +23,8 @@ def register(subparsers) -> None:
     p.add_argument("graph", help="graph name in launch/graph.yaml (bringup, teleop, ...)")
     p.add_argument("--mock", action="store_true", help="use_mock_hardware: the mock backend for every device")
     p.add_argument("--config", default="aloha", help="rig: a shipped rig name or a rig YAML path (default aloha)")
+    p.add_argument("--sim", action="store_true",
+                   help="the MuJoCo sim rig: same as --mock --config aloha_sim (one process hosts every sim device)")
     p.add_argument("--only", default="", help="comma-separated node names to start (default: all)")
     p.add_argument("--skip", default="", help="comma-separated node names not to start")
     p.add_argument("--set", action="append", default=[], metavar="NODE:KEY=VALUE",
@@ -89,10 +92,14 @@ def cmd_up(args) -> int:
     from duet_ros.graph import expand, load_graph
     from duet_ros.launcher import GraphRunner, node_params_yaml
 
+    if getattr(args, "sim", False):
+        args.mock = True
+        if args.config == "aloha":
+            args.config = "aloha_sim"
     desc = load_graph(args.graph_file)
     everything = expand(args.graph, args.config, args.mock, desc)
     overrides = parse_sets(args.set)
-    names = [s.name for s in everything]
+    names = [n for s in everything for n in s.node_names()]
     unknown = sorted(set(overrides) - set(names) - {"*"})
     if unknown:
         raise ConfigError(f"--set for node {unknown[0]!r}: not in graph {args.graph!r} (nodes: {', '.join(names)})")
@@ -104,7 +111,9 @@ def cmd_up(args) -> int:
     if args.dry_run:
         for c in runner.children:
             print(" ".join(c.argv))
-            print("  " + node_params_yaml(c.spec, {**overrides.get("*", {}), **overrides.get(c.spec.name, {})})
+            print("  " + node_params_yaml(c.spec, {**overrides.get("*", {}), **overrides.get(c.spec.name, {})},
+                                          {h.name: {**overrides.get("*", {}), **overrides.get(h.name, {})}
+                                           for h in c.spec.hosted})
                   .replace("\n", "\n  ").rstrip())
         runner.stop()
         return 0

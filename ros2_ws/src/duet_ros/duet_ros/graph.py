@@ -44,6 +44,11 @@ class NodeKind:
     device_param: str = ""  # the parameter naming the device (for_each kinds)
     node_name: str = ""  # the node name (single kinds)
     roles: tuple[str, ...] = ()  # for_each arms: only these roles (empty: all)
+    # A host kind: with use_mock_hardware and a rig whose mock_backend is `host_backend`, ONE
+    # process of this kind runs the nodes of the `hosts` kinds a graph starts (e.g. every sim
+    # arm and camera in one MuJoCo world); their node names, topics and parameters stay the same.
+    hosts: tuple[str, ...] = ()
+    host_backend: str = ""
 
     def config_class(self) -> type:
         module, _, cls = self.config.partition(":")
@@ -66,6 +71,11 @@ class NodeSpec:
     executable: str
     param_files: tuple[Path, ...]  # ROS parameter files, in order
     parameters: dict[str, Any]  # per-node parameters applied after the files
+    hosted: tuple[NodeSpec, ...] = ()  # nodes this process runs in-process (host kinds)
+
+    def node_names(self) -> list[str]:
+        """This node's name and those of the nodes it hosts."""
+        return [self.name, *(h.name for h in self.hosted)]
 
     def launch_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for launch_ros.actions.Node."""
@@ -190,7 +200,11 @@ def load_graph(path: str | Path | None = None) -> GraphDescription:
             device_param=k.get("device_param", ""),
             node_name=k.get("name", ""),
             roles=tuple(k.get("roles", ()) or ()),
+            hosts=tuple(k.get("hosts", ()) or ()),
+            host_backend=str(k.get("host_backend", "") or ""),
         )
+        if bool(kinds[name].hosts) != bool(kinds[name].host_backend) or (kinds[name].hosts and for_each):
+            raise ConfigError(f"{p}: kind {name!r}: a host kind needs name, hosts and host_backend (no for_each)")
     graphs = data.get("graphs") or {}
     for g, spec in graphs.items():
         for k in spec.get("nodes", []) or []:
@@ -230,8 +244,27 @@ def expand(
             if dev is not None:
                 params[kind.device_param] = dev
             out.append(NodeSpec(dev or kind.node_name, kind_name, PACKAGE, kind.executable, files, params))
-    names = [s.name for s in out]
+    if use_mock_hardware:
+        out = _host(out, desc, rig_cfg, files, common)
+    names = [n for s in out for n in s.node_names()]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ConfigError(f"graph {graph!r}: two nodes named {dup[0]!r}; rename the device or the kind's node")
     return out
+
+
+def _host(specs: list[NodeSpec], desc: GraphDescription, rig_cfg, files, common) -> list[NodeSpec]:
+    """Replace the nodes of hosted kinds by one host node (see NodeKind.hosts): its
+    parameter `nodes` lists them as KIND:NAME; it runs them in its own process."""
+    for kind in desc.kinds.values():
+        if not kind.hosts or kind.host_backend != getattr(rig_cfg, "mock_backend", ""):
+            continue
+        hosted = [s for s in specs if s.kind in kind.hosts]
+        if not hosted:
+            continue
+        at = specs.index(hosted[0])
+        params = {**common, "nodes": [f"{s.kind}:{s.name}" for s in hosted]}
+        host = NodeSpec(kind.node_name, kind.name, PACKAGE, kind.executable, files, params, tuple(hosted))
+        rest = [s for s in specs if s not in hosted]
+        specs = [*rest[:at], host, *rest[at:]]
+    return specs
