@@ -158,6 +158,9 @@ class PolicyServer:
         self.latency.reset()
         self.watchdog.reset()
         self._clear_run_state()
+        # Hold where the arm is now, not where the last episode left the command: the arm
+        # may have been moved between episodes (reset to home, by hand).
+        self._last_cmd = None
 
     # ------------------------------------------------------------------ inputs / outputs
 

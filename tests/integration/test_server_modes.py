@@ -400,6 +400,19 @@ def test_reset_holds_until_a_chunk_from_the_new_episode():
 
 
 @pytest.mark.timeout(30)
+def test_reset_holds_where_the_arm_is_now_not_where_the_last_episode_left_it():
+    clock = FakeClock(T0)
+    policy = StubPolicy(clock, tick_coded, horizon=8, n_action_steps=4, latency=0.1)
+    with Harness(policy, ServerConfig(mode="async", blend_ticks=0), max_step=1e3, bound=1e3) as h:
+        h.run(10)
+        h.server.reset()
+        h.pos = np.full(A, -7.0)  # the arm was moved between episodes (reset to home)
+        res = h.run(3)
+    assert all(r.held for r in res)
+    assert all(np.allclose(r.command, -7.0) for r in res)
+
+
+@pytest.mark.timeout(30)
 def test_a_model_that_hangs_from_the_start_keeps_the_arm_where_it_is():
     clock = FakeClock(T0)
     policy = StubPolicy(clock, offset_chunks, horizon=10, n_action_steps=10, hang_call=0)
