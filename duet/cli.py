@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "duet_ros.cli",
     "duet.data.cli",
     "duet.policy.cli",
+    "duet.policy.eval_cli",
     "duet.hardware.sim.cli",
 )
 
