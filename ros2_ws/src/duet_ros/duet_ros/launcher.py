@@ -45,9 +45,15 @@ def node_argv(spec: NodeSpec, params_file: Path, executable: str | None = None) 
     return argv + ["--params-file", str(params_file)]
 
 
-def node_params_yaml(spec: NodeSpec, overrides: dict[str, Any] | None = None) -> str:
+def node_params_yaml(spec: NodeSpec, overrides: dict[str, Any] | None = None,
+                     hosted_overrides: dict[str, dict[str, Any]] | None = None) -> str:
+    """The node's parameter file; a host node's (NodeSpec.hosted) also holds a section per
+    hosted node (its graph parameters and overrides), which the host hands to each of them."""
     params = {**spec.parameters, **(overrides or {})}
-    return yaml.safe_dump({spec.name: {"ros__parameters": params}}, sort_keys=False)
+    doc = {spec.name: {"ros__parameters": params}}
+    for h in spec.hosted:
+        doc[h.name] = {"ros__parameters": {**h.parameters, **(hosted_overrides or {}).get(h.name, {})}}
+    return yaml.safe_dump(doc, sort_keys=False)
 
 
 @dataclass
@@ -71,8 +77,9 @@ class GraphRunner:
         self._tmp = Path(tempfile.mkdtemp(prefix="duet-up-"))
         for spec in self.specs:
             over = {**self.overrides.get("*", {}), **self.overrides.get(spec.name, {})}
+            hosted = {h.name: {**self.overrides.get("*", {}), **self.overrides.get(h.name, {})} for h in spec.hosted}
             pf = self._tmp / f"{spec.name}.yaml"
-            pf.write_text(node_params_yaml(spec, over))
+            pf.write_text(node_params_yaml(spec, over, hosted))
             self.children.append(Child(spec, node_argv(spec, pf)))
 
     def start(self) -> None:
