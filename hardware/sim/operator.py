@@ -15,6 +15,7 @@ in the horizontal plane), a pitch (down from horizontal) and a roll about the gr
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -426,6 +427,9 @@ class ScriptedOperator:
         self.world = world
         self.corrections = 0
         self._pending = list(CORRECTIONS.get(plan.task, ())) if world is not None else []
+        # Both leaders ask for poses, from their own threads in real time: one of them makes
+        # a due correction while the other goes on with the plan as it is.
+        self._correcting = threading.Lock()
 
     def _correct(self, row: int) -> None:
         tick, fn = self._pending.pop(0)
@@ -433,18 +437,25 @@ class ScriptedOperator:
         kin = Kinematics(self.world)
         scale = self.plan.rate_hz / CONTROL_RATE_HZ
         for side in fn(self.world, kin, self.plan, tick, row):
-            traj = self.plan.joints[side]
+            # Re-plan into a copy and swap it in whole: a reader never sees half a correction.
+            traj = self.plan.joints[side].copy()
             start = min(row, len(traj) - 1)
             err = _track(kin, side, self.plan.waypoints[side], range(start, len(traj)), traj[start, :6], scale, traj)
+            self.plan.joints[side] = traj
             self.plan.ik_error[side] = max(self.plan.ik_error.get(side, 0.0), err)
         self.corrections += 1
 
     def pose(self, side: str, t: float) -> np.ndarray:
         x = t * self.plan.rate_hz
         i = int(np.floor(x + 1e-6))
+        if self._pending and self._correcting.acquire(blocking=False):
+            try:
+                last = len(self.plan.joints[side]) - 1
+                while self._pending and i >= self._pending[0][0] * self.plan.rate_hz / CONTROL_RATE_HZ:
+                    self._correct(min(i, last))
+            finally:
+                self._correcting.release()
         traj = self.plan.joints[side]
-        while self._pending and i >= self._pending[0][0] * self.plan.rate_hz / CONTROL_RATE_HZ:
-            self._correct(min(i, len(traj) - 1))
         if i <= 0:
             return traj[0].copy()
         if i >= len(traj) - 1:

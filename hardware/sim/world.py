@@ -345,8 +345,15 @@ class SimWorld:
 
     def puppet_pose(self, side: str) -> np.ndarray:
         with self.lock:
-            if self.operator is not None:
-                self._puppet[side] = np.asarray(self.operator.pose(side, self.episode_time()), dtype=float)
+            op, t = self.operator, self.episode_time()
+        if op is not None:
+            # Outside the world lock: the operator may re-plan here (IK, up to ~0.2 s), and
+            # physics, the other arms and the cameras must not wait for it.
+            pose = np.asarray(op.pose(side, t), dtype=float)
+            with self.lock:
+                if self.operator is op:  # not detached or replaced meanwhile
+                    self._puppet[side] = pose
+        with self.lock:
             return self._puppet[side].copy()
 
     # ------------------------------------------------------------------ devices, real time
@@ -408,18 +415,21 @@ class SimWorld:
                 self.rt_lag_resets += 1
                 sim0 -= behind - self.timestep
                 continue
-            n = 0
-            while self.sim_time() + 0.5 * self.timestep < target and not self._rt_stop.is_set():
+            # Catch up in slices of at most one control tick (a fraction of a millisecond of
+            # physics), releasing the lock between slices so the arms and cameras get in
+            # even while a long stretch is being made up.
+            half, slice_steps = 0.5 * self.timestep, self.substeps
+            while not self._rt_stop.is_set():
                 with self.lock:
-                    mujoco.mj_step(self.model, self.data)
-                    self.steps += 1
-                n += 1
-                if n % self.substeps == 0:
-                    with self.lock:
+                    k = 0
+                    while k < slice_steps and self._time_base + self.data.time + half < target:
+                        mujoco.mj_step(self.model, self.data)
+                        k += 1
+                    if k:
+                        self.steps += k
                         self._update_stage()
-            if n:
-                with self.lock:
-                    self._update_stage()
+                if k < slice_steps:
+                    break
             # Step in control-tick sized batches; wake early enough to stay within a tick.
             self._rt_stop.wait(min(period / 4, 0.005))
 

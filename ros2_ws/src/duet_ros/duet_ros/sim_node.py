@@ -287,11 +287,27 @@ def host_nodes(host: SimHostNode, argv: list[str], context=None) -> list[Node]:
     return nodes
 
 
+def _spin(executor, stop: threading.Event, errors: list[BaseException]) -> None:
+    """Spin one executor until stop; an exception ends the whole host (as in a node process)."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    try:
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except ExternalShutdownException:
+        pass
+    except BaseException as e:  # re-raised by main()
+        errors.append(e)
+    finally:
+        stop.set()
+
+
 def main() -> int:
     import signal
 
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
     rclpy.init(args=sys.argv, signal_handler_options=SignalHandlerOptions.NO)
@@ -299,6 +315,8 @@ def main() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     nodes: list[Any] = []
+    threads: list[threading.Thread] = []
+    errors: list[BaseException] = []
     rc = 0
     try:
         host = SimHostNode()
@@ -306,17 +324,35 @@ def main() -> int:
         nodes.extend(host_nodes(host, sys.argv))
         host.get_logger().info(f"sim {host.rig.name} ({host.world.task.name}, {host.world.mode}): hosting "
                                + ", ".join(n.get_name() for n in nodes[1:]))
-        executor = MultiThreadedExecutor(num_threads=2)
+        # One executor per node, each in its own thread, as if every node were its own
+        # process (as in the mock and real graphs). One executor for all would rebuild a wait
+        # set of every node's entities (lifecycle and parameter services, QoS events...) in
+        # Python on every message and timer of any node: with 4 arms that kept a core half
+        # busy and starved the arms' and cameras' loops of the GIL. The sim node itself gets
+        # two threads: planning in ~/run_operator must not stop ~/status.
         for n in nodes:
-            executor.add_node(n)
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
+            ex = MultiThreadedExecutor(num_threads=2) if n is host else SingleThreadedExecutor()
+            ex.add_node(n)
+            threads.append(threading.Thread(target=_spin, args=(ex, stop, errors), daemon=True,
+                                            name=f"executor-{n.get_name()}"))
+        for t in threads:
+            t.start()
+        while not stop.wait(0.2) and rclpy.ok():
+            pass
+        stop.set()
+        for t in threads:
+            t.join(timeout=5.0)
+        if errors:
+            raise errors[0]
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except DuetError as e:
         print(f"duet_sim_node: error: {e}", file=sys.stderr, flush=True)
         rc = 2
     finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=5.0)
         for n in reversed(nodes):  # devices first (safe state), the world's node last
             try:
                 n.close()
