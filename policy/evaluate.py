@@ -317,8 +317,12 @@ class EvalReport:
         eps = [o.server for o in self.outcomes]
         counts = ("ticks", "executed_ticks", "held_ticks", "deadline_misses", "late_chunks", "queries",
                   "chunks_received", "chunks_started", "actions_dropped_stale", "invalid_chunks",
-                  "inference_errors", "unsafe_commands", "step_clamps", "boundaries")
+                  "inference_errors", "unsafe_commands", "limit_clamps", "step_clamps", "boundaries")
         out: dict[str, Any] = {k: int(sum(e.get(k, 0) for e in eps)) for k in counts}
+        out["limit_excess_max"] = max((float(e.get("limit_excess_max", 0.0)) for e in eps), default=0.0)
+        dims = [e.get("clamps_by_dim") or [] for e in eps]
+        width = max((len(d) for d in dims), default=0)
+        out["clamps_by_dim"] = [int(sum(d[i] for d in dims if i < len(d))) for i in range(width)]
         held: dict[str, int] = {}
         for e in eps:
             for k, v in e.get("held_by_reason", {}).items():
@@ -385,6 +389,8 @@ class EvalReport:
             return video
 
     def lines(self) -> list[str]:
+        from duet.policy.server.stats import clamp_summary
+
         cfg = self.config
         n = len(self.outcomes)
         out = [f"{cfg.task}: {n} episodes x {self.ticks} ticks, seeds {cfg.seed}..{cfg.seed + n - 1}, mode {cfg.mode}, "
@@ -401,7 +407,10 @@ class EvalReport:
         jump = srv["boundary_jump_max"]
         out.append(f"  server: deadline misses {srv['deadline_misses']}, stale actions dropped "
                    f"{srv['actions_dropped_stale']}, late chunks {srv['late_chunks']}, boundaries {srv['boundaries']} "
-                   f"(max jump {'n/a' if jump is None else f'{jump:.4f}'} rad), safety clamps {srv['step_clamps']}")
+                   f"(max jump {'n/a' if jump is None else f'{jump:.4f}'} rad)")
+        out.append("  safety clamps of policy actions over " + f"{srv['executed_ticks']} executed ticks: "
+                   + clamp_summary(srv["limit_clamps"], srv["limit_excess_max"], srv["step_clamps"],
+                                   srv["clamps_by_dim"]))
         if self.training_seed_overlap:
             out.append(f"  WARNING: {len(self.training_seed_overlap)} evaluation seeds were training demonstrations "
                        f"(e.g. {self.training_seed_overlap[0]})")

@@ -95,7 +95,7 @@ class PolicyServer:
         self.latency = LatencyEstimate(config.latency_window)
         self.ensemble = EnsembleBuffer(max(horizon, span_ticks) + 4, self.action_dim, config.ensemble_k)
         self.watchdog = Watchdog(config.on_fault, rest, limits, config.rest_speed)
-        self.recorder = StatsRecorder(config.mode, HOLD_REASONS)
+        self.recorder = StatsRecorder(config.mode, HOLD_REASONS, self.action_dim)
         self._events: deque[ServerEvent] = deque(maxlen=config.max_events)
         self._t0: float | None = None
         self._last_k: int | None = None
@@ -262,10 +262,27 @@ class PolicyServer:
             rec.steps.add(float(np.max(np.abs(cmd - self._last_cmd))))
             self._in_miss = False
         clamped = bool(np.any(np.abs(cmd - target) > 1e-12))
-        rec.clamps += clamped
+        if clamped and not reason:
+            self._count_clamps(target)
         self._held_prev = bool(reason)
         self._last_cmd = cmd
         return TickResult(k, now, cmd.copy(), bool(reason), reason, chunk_started, submitted, clamped)
+
+    def _count_clamps(self, target: np.ndarray) -> None:
+        """Why the safety function changed a policy action: a target outside the joint range
+        (a gripper pushed past closed, mostly: demonstrations sit at the range ends and a
+        regressed action scatters around them) or a move larger than max_step (a jump)."""
+        lim, rec = self.limits, self.recorder
+        low, high = target < lim.lower, target > lim.upper
+        outside = low | high
+        if outside.any():
+            rec.limit_clamps += 1
+            excess = np.where(low, lim.lower - target, np.where(high, target - lim.upper, 0.0))
+            rec.limit_excess_max = max(rec.limit_excess_max, float(excess.max()))
+        step = np.abs(np.clip(target, lim.lower, lim.upper) - self._last_cmd) > lim.max_step * (1 + 1e-9)
+        if step.any():
+            rec.step_clamps += 1
+        rec.clamps_by_dim += outside | step
 
     # ------------------------------------------------------------------ results
 

@@ -200,3 +200,56 @@ def test_an_expert_policy_succeeds_through_the_server(tmp_path, mode):
     ticks = [o.first_tick_of_stage[s] for s in sorted(o.first_tick_of_stage)]
     assert ticks == sorted(ticks) and o.ticks < 400
     assert rep.stages[-1]["count"] == 1 and rep.stages[-1]["ci95"][1] == 1.0
+
+
+class ReplayPolicy:
+    """Plays back a recorded demonstration's actions, indexed by the episode's simulated time:
+    a model that learned the data perfectly. Unlike ExpertPolicy it reads the store, so it
+    checks the recorded side too (action order and units, one action per tick, the seed kept
+    in the episode's metadata)."""
+
+    n_obs_steps = 1
+    horizon = 20
+    n_action_steps = 20
+    control_dt = 0.02
+    camera_names = ("cam_high",)
+    action_dim = 14
+
+    def __init__(self, actions: np.ndarray):
+        self.actions = actions
+
+    def reset(self):
+        pass
+
+    def predict_chunk(self, obs):
+        from duet.hardware.sim.world import get_world
+
+        k = int(round(get_world("aloha_sim_eval").episode_time() / self.control_dt))
+        idx = np.clip(np.arange(k, k + self.horizon), 0, len(self.actions) - 1)
+        return ActionChunk(self.actions[idx], np.arange(self.horizon) * self.control_dt)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_recorded_demonstrations_replayed_through_the_server_succeed(tmp_path):
+    """Train/eval alignment: a demonstration's recorded actions, sent by the policy server to
+    the evaluator's sim at the same seed, do the task again, and the safety function has next
+    to nothing to clamp (the data stays inside the limits the server enforces)."""
+    pytest.importorskip("mujoco")
+    from duet.data.store import EpisodeStore
+    from duet.policy.evaluate import SimEvaluator, TimedPolicy
+
+    store_path = tmp_path / "demos.zarr"
+    assert main(["sim", "collect", "--task", "transfer_cube", "--episodes", "1", "--seed", "3",
+                 "--cameras", "cam_high", "--out", str(store_path)]) == 0
+    store = EpisodeStore.open(str(store_path), "r")
+    (meta,) = store.episodes_meta()
+    actions = np.asarray(store.array("action")[:], np.float32)
+    assert meta["seed"] == 3 and actions.shape[1] == 14
+    policy = ReplayPolicy(actions)
+    cfg = EvalConfig(task="transfer_cube", episodes=1, seed=3, camera_size=[48, 64], videos=0, mode="async")
+    with SimEvaluator(policy, cfg, {"cam_high": (48, 64)}) as ev:
+        out = ev.run_episode(TimedPolicy(policy), 0, seed=3)
+    assert out.success and out.max_stage == 4
+    srv = out.server
+    assert srv["limit_clamps"] == 0 and srv["step_clamps"] <= 0.02 * srv["executed_ticks"]

@@ -459,3 +459,31 @@ def test_server_misuse_fails_with_one_line_errors():
         assert h.server.stop()
     with pytest.raises(DuetError, match="rest_pose has 2 values"):
         PolicyServer(policy, ServerConfig(on_fault="rest", rest_pose=[0.0, 0.0]), h.limits, clock)
+
+
+@pytest.mark.timeout(60)
+def test_clamps_are_told_apart_limit_from_step():
+    """A gripper action past its range is a limit clamp (on its dim), a jump is a step clamp:
+    the report says which, so a regressed gripper at 'closed' is not mistaken for jumps."""
+    clock = FakeClock(T0)
+
+    def fn(j, t, t_rel):
+        a = np.zeros((len(t_rel), A))
+        a[:, 3] = 0.97  # the "gripper": 0.02 past the 0.95 bound, every action
+        if j >= 3:
+            a[:, 0] = 0.5  # a chunk that jumps joint 0 by 0.5 rad: slowed by max_step
+        return a
+
+    policy = StubPolicy(clock, fn, horizon=10, n_action_steps=10)
+    with Harness(policy, ServerConfig(mode="receding", blend_ticks=0), max_step=0.03, bound=0.95,
+                 start_pos=[0.0, 0.0, 0.0, 0.95]) as h:
+        res = h.run(80)
+    st = h.server.stats()
+    executed = [r for r in res if not r.held]
+    assert st.limit_clamps == len(executed) == st.executed_ticks
+    assert st.limit_excess_max == pytest.approx(0.02, abs=1e-6)  # float32 actions
+    # Joint 0 ramps 0 -> 0.5 at 0.03 per tick: 16 slowed ticks (0.48), then 0.02 onto target.
+    assert st.step_clamps == 16
+    assert st.clamps_by_dim[3] == st.limit_clamps and st.clamps_by_dim[0] == 16
+    assert st.clamps_by_dim[1] == st.clamps_by_dim[2] == 0
+    assert st.lines()[4].startswith("safety clamps: limits 79 (up to 0.02 outside), steps 16; most in dims 3 (79)")
