@@ -2,8 +2,8 @@
 conversions.
 
 Sources: the ROBOTIS e-manual page of each model (https://emanual.robotis.com/docs/en/dxl/x/<model>/):
-control table addresses, model numbers, present-current units, no-load speed and stall current
-at 12 V. Every X-series servo shares the addresses below; models without current sensing
+control table addresses, model numbers, present-current units, no-load speed, stall current
+and stall torque at 12 V (XL330: 5 V). Every X-series servo shares the addresses below; models without current sensing
 (XL430, XC430) report Present Load (0.1 % units) at address 126 and have no Current Limit /
 Goal Current.
 """
@@ -46,6 +46,7 @@ class ModelInfo:
     current_unit_ma: float | None  # mA per unit of Present Current; None: no current sensing (reports load)
     no_load_rpm: float = 46.0  # no-load speed at 12 V (rev/min)
     stall_current_a: float = 2.3  # stall current at 12 V (A)
+    stall_torque_nm: float = 4.1  # stall torque at 12 V (N*m): with stall_current_a, the torque constant
     current_limit_default: int | None = None  # Current Limit register default (units); None: no register
     modes: frozenset[OperatingMode] = _ALL_MODES  # supported operating modes
 
@@ -54,31 +55,36 @@ class ModelInfo:
         return self.current_unit_ma is not None
 
     @property
+    def torque_per_amp(self) -> float:
+        """Output torque per ampere of motor current (N*m/A, from the 12 V stall figures)."""
+        return self.stall_torque_nm / self.stall_current_a
+
+    @property
     def velocity_limit_default(self) -> int:
         """Velocity Limit default: the no-load speed in 0.229 rpm units."""
         return int(round(self.no_load_rpm / VELOCITY_UNIT_RPM))
 
 
-def _m(name, number, unit, rpm, stall, limit, modes=_ALL_MODES) -> ModelInfo:
-    return ModelInfo(name, number, TICKS_PER_REV_X, unit, rpm, stall, limit, modes)
+def _m(name, number, unit, rpm, stall, torque, limit, modes=_ALL_MODES) -> ModelInfo:
+    return ModelInfo(name, number, TICKS_PER_REV_X, unit, rpm, stall, torque, limit, modes)
 
 
 MODELS: dict[str, ModelInfo] = {
     m.name: m
     for m in (
-        _m("XM430-W350", 1020, 2.69, 46, 2.3, 1193),
-        _m("XM430-W210", 1030, 2.69, 77, 2.3, 1193),
-        _m("XM540-W270", 1120, 2.69, 30, 4.4, 2047),
-        _m("XM540-W150", 1130, 2.69, 53, 4.4, 2047),
-        _m("XH430-W350", 1000, 2.69, 46, 1.3, 648),
-        _m("XH430-W210", 1010, 2.69, 77, 1.3, 648),
-        _m("XH540-W270", 1100, 2.69, 30, 4.5, 2047),
-        _m("XH540-W150", 1110, 2.69, 53, 4.5, 2047),
-        _m("XL430-W250", 1060, None, 61, 1.4, None, _NO_CURRENT_MODES),
-        _m("XC430-W150", 1070, None, 106, 1.4, None, _NO_CURRENT_MODES),
-        _m("XC430-W240", 1080, None, 70, 1.4, None, _NO_CURRENT_MODES),
-        _m("XL330-M288", 1200, 1.0, 103, 1.47, 1750),
-        _m("XL330-M077", 1190, 1.0, 383, 1.47, 1750),
+        _m("XM430-W350", 1020, 2.69, 46, 2.3, 4.1, 1193),
+        _m("XM430-W210", 1030, 2.69, 77, 2.3, 3.0, 1193),
+        _m("XM540-W270", 1120, 2.69, 30, 4.4, 10.6, 2047),
+        _m("XM540-W150", 1130, 2.69, 53, 4.4, 7.3, 2047),
+        _m("XH430-W350", 1000, 2.69, 46, 1.3, 3.4, 648),
+        _m("XH430-W210", 1010, 2.69, 77, 1.3, 2.5, 648),
+        _m("XH540-W270", 1100, 2.69, 30, 4.5, 10.6, 2047),
+        _m("XH540-W150", 1110, 2.69, 53, 4.5, 7.5, 2047),
+        _m("XL430-W250", 1060, None, 61, 1.4, 1.5, None, _NO_CURRENT_MODES),
+        _m("XC430-W150", 1070, None, 106, 1.4, 1.6, None, _NO_CURRENT_MODES),
+        _m("XC430-W240", 1080, None, 70, 1.4, 1.9, None, _NO_CURRENT_MODES),
+        _m("XL330-M288", 1200, 1.0, 103, 1.47, 0.52, 1750),
+        _m("XL330-M077", 1190, 1.0, 383, 1.47, 0.215, 1750),
     )
 }
 MODELS_BY_NUMBER: dict[int, ModelInfo] = {m.number: m for m in MODELS.values()}

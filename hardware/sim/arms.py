@@ -1,7 +1,8 @@
 """Sim arms behind the Arm interface: MuJoCo followers and virtual leader puppets.
 
 - SimFollowerArm drives one arm of the shared world with joint position targets (the
-  scene's position actuators); read() reports the simulated joint state.
+  scene's position actuators); read() reports the simulated joint state, effort as the
+  current (mA) the rig model's servos would draw for the simulated actuator forces.
 - SimLeaderArm is a "virtual puppet": the leader a person would move. Its pose is set by
   whoever operates it (the scripted operator through world.set_operator, or set_puppet by
   hand); read() returns that pose. Like a real torque-off leader it ignores writes unless
@@ -21,10 +22,44 @@ import numpy as np
 from duet.errors import DuetError
 from duet.hardware.interfaces import ArmFeatures, JointState
 from duet.hardware.safety import SafetyLimits, UnsafeCommandError, safe_command
-from duet.hardware.sim.world import JOINT_NAMES, SimWorld, gripper_to_finger, side_of
+from duet.hardware.sim.world import (
+    GRIPPER_CLOSED_M,
+    GRIPPER_OPEN_M,
+    JOINT_NAMES,
+    SimWorld,
+    gripper_to_finger,
+    side_of,
+)
 
 # Used when the rig's arm model cannot describe the sim arm (its joints differ).
 DEFAULT_MAX_VELOCITY = np.array([4.0, 4.0, 4.0, 6.0, 6.0, 6.0, 6.0])  # rad/s; gripper normalized/s
+
+
+def _effort_scale(model_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(mA of servo current per unit of simulated actuator force, the servos' stall current in
+    mA) per joint. The first is the motor current
+    a real arm of the rig's model would draw to exert that force. Arm joints: N*m shared by the
+    joint's servos (shadows included), through each servo's torque constant. Gripper: the
+    two fingers' slide force (N) becomes servo torque through the linkage ratio (finger travel
+    per radian of the gripper servo, from the model's open/closed angles). A real servo draws
+    at most its stall current: the sim's position actuators are not force limited, so
+    readings are clipped there. Zeros when the rig's arm model does not describe the sim
+    arm (no servos to speak for)."""
+    zeros = np.zeros(len(JOINT_NAMES))
+    if not model_name:
+        return zeros, zeros
+    from duet.hardware.arm_model import load_arm_model
+    from duet.hardware.dynamixel.control_table import MODELS
+
+    m = load_arm_model(model_name)
+    if tuple(m.joint_names) != JOINT_NAMES:
+        return zeros, zeros
+    scale = np.array([1000.0 / (len(j.ids) * MODELS[j.models[0]].torque_per_amp) for j in m.joints])
+    g = m.config.gripper
+    metres_per_rad = (GRIPPER_OPEN_M - GRIPPER_CLOSED_M) / abs(g.open - g.closed)
+    scale[-1] *= 2.0 * metres_per_rad
+    stall = np.array([1000.0 * MODELS[j.models[0]].stall_current_a for j in m.joints])
+    return scale, stall
 
 
 def _limits(world: SimWorld, side: str, model_name: str, rate_hz: float) -> SafetyLimits:
@@ -126,10 +161,9 @@ class SimFollowerArm(_SimArmBase):
 
     role = "follower"
 
-    def _on_connect(self) -> None:
-        self._torque = True
-        self.world.set_arm_torque(self.side, True)
-        self._resync()
+    def __init__(self, world: SimWorld, name: str, clock: Any, model: str = "", rate_hz: float | None = None):
+        super().__init__(world, name, clock, model, rate_hz)
+        self._effort_scale, self._stall_ma = _effort_scale(model)
 
     def _resync(self) -> None:
         # The next write is step-limited from where the arm is now.
@@ -137,16 +171,21 @@ class SimFollowerArm(_SimArmBase):
         self._last_sent = np.clip(pos, self.limits.lower, self.limits.upper)
         self._episode = self.world.episode
 
+    def _on_connect(self) -> None:
+        self._torque = True
+        self.world.set_arm_torque(self.side, True)
+        self._resync()
+
     def read(self) -> JointState:
         self._require()
-        pos, vel, _tau, finger = self.world.read_arm(self.side)
+        pos, vel, tau, finger = self.world.read_arm(self.side)
         self._counts["reads"] += 1
         return JointState(
             stamp=self._stamp(),
             names=JOINT_NAMES,
             position=pos,
             velocity=vel,
-            effort=np.zeros(len(JOINT_NAMES)),  # no motor current in sim (torques: health())
+            effort=np.clip(tau * self._effort_scale, -self._stall_ma, self._stall_ma),  # mA, as real servos
             gripper_raw=finger,  # sim: finger slide position (m), not an angle
         )
 

@@ -55,6 +55,19 @@ def test_follower_interface_and_tracking(rig):
     assert abs(s.position[6] - target[6]) < 0.05
     with pytest.raises(DuetError):
         arm.write(np.full(7, np.nan))
+
+    # Effort is servo current (mA) as on the real arm: holding the arm out against gravity
+    # loads the shoulder (two XM540 sharing it) far more than the wrist rotation, and no
+    # reading exceeds a servo's stall current.
+    from duet.hardware.dynamixel.control_table import MODELS
+
+    for _ in range(25):
+        arm.write(target)
+        t += 1.0 / rig.control_rate_hz
+        clock.sleep_until(t)
+    eff = arm.read().effort
+    assert abs(eff[1]) > 100.0 and abs(eff[1]) > 10 * abs(eff[5])
+    assert np.all(np.abs(eff) <= 1000 * MODELS["XM540-W270"].stall_current_a)
     arm.disconnect()
     arm.disconnect()  # idempotent
     assert not arm.is_connected
