@@ -208,8 +208,11 @@ class Recorder:
         self.stats.ticks += 1
         self._q.put(("step", row, frames))
 
-    def stop_episode(self, discard: bool = False, timeout: float | None = None) -> EpisodeResult:
+    def stop_episode(self, discard: bool = False, timeout: float | None = None,
+                     meta: dict[str, Any] | None = None) -> EpisodeResult:
         """End the episode: wait for the writer to drain, then commit (or discard).
+        meta: more metadata known only at the end (an outcome, a seed), merged into the
+        episode's (the health summary wins on a clash).
         Raises the writer's error (e.g. DiskFullError) if it failed; the episode is then
         discarded and previous episodes are intact."""
         if not self._recording:
@@ -217,7 +220,7 @@ class Recorder:
         self._recording = False
         done = threading.Event()
         box: dict[str, Any] = {}
-        self._q.put(("end", discard, dict(self._episode_dropped), done, box))
+        self._q.put(("end", discard, dict(self._episode_dropped), done, box, dict(meta or {})))
         if not done.wait(self.config.commit_timeout_s if timeout is None else timeout):
             raise StoreError(f"recorder: the writer did not finish within {self.config.commit_timeout_s:.0f} s "
                              "(disk too slow?); the episode stays recoverable with `duet data recover`")
@@ -356,7 +359,7 @@ class Recorder:
                         ep.discard()
                         ep = None
             elif kind == "end":
-                _, discard, dropped, done, box = item
+                _, discard, dropped, done, box, end_meta = item
                 try:
                     if ep is not None and self._error is None:
                         try:
@@ -394,7 +397,7 @@ class Recorder:
                                 "sync_p50": float(np.percentile(ft[:, 2], 50) * 1e3),
                                 "sync_max": float(ft[:, 2].max() * 1e3),
                             }
-                        idx = ep.commit({**health, **extra})
+                        idx = ep.commit({**end_meta, **health, **extra})
                         self.stats.bytes_written += ep.bytes_written
                         box["result"] = EpisodeResult(idx, ep.committed_meta, health_line(ep.committed_meta))
                 except BaseException as e:  # noqa: BLE001

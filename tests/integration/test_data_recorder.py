@@ -57,10 +57,12 @@ def test_ticks_record_latest_values_and_ages(tmp_path):
     with Recorder(store, clock=clk, rig={"name": "test_rig"}, calibration_hash="abc") as rec:
         rec.start_episode(task="stack", operator="ana")
         drive(rec, clk, 60)
-        res = rec.stop_episode()
+        # Known only at the end (an outcome): merged in, but never over the health summary.
+        res = rec.stop_episode(meta={"success": True, "seed": 7, "flagged": True})
     assert res.index == 0 and not res.meta["flagged"], res.line
     m = store.episode_meta(0)
     assert m["task"] == "stack" and m["operator"] == "ana" and m["calibration_hash"] == "abc"
+    assert m["success"] is True and m["seed"] == 7 and m["flagged"] is False
     assert m["rig"] == {"name": "test_rig"} and m["rig_hash"]
     assert m["rate_hz"] == pytest.approx(50.0)
     d = store.read_episode(0)

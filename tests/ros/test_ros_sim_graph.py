@@ -202,6 +202,10 @@ def test_one_episode_collected_through_the_ros_graph_is_committed(tmp_path, ros_
     assert s.n_episodes == 1
     meta = s.episode_meta(0)
     assert meta["task"] == "transfer_cube" and meta["operator"] == "scripted"
+    # The outcome the orchestrator knows and the recorder does not, set through the
+    # recorder's episode_meta parameter before the commit.
+    assert meta["seed"] == 3 and meta["sim"] is True and meta["success"] == ep["success"]
+    assert meta["max_stage"] == ep["max_stage_reached"] and set(meta["object_poses"]) == {"box"}
     # the whole scripted episode (8 s of operator) recorded at the 50 Hz tick
     assert int(s.episode_lengths[0]) >= 0.8 * 8.0 * 50
     data = s.read_episode(0, images=True)

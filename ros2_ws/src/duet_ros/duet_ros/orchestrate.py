@@ -209,6 +209,23 @@ class GraphClient:
         r = fut.result()
         return bool(r.success), str(r.message)
 
+    def set_parameter(self, node: str, name: str, value: str, timeout: float = 10.0) -> tuple[bool, str]:
+        """Set a string parameter of a node (rcl_interfaces SetParameters); (ok, reason)."""
+        from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+        from rcl_interfaces.srv import SetParameters
+
+        service = f"/{node}/set_parameters"
+        client = self._clients.get(service)
+        if client is None:
+            client = self._clients[service] = self.node.create_client(SetParameters, service)
+        self.wait_for(client.service_is_ready, timeout, f"service {service}")
+        req = SetParameters.Request(parameters=[Parameter(name=name, value=ParameterValue(
+            type=ParameterType.PARAMETER_STRING, string_value=value))])
+        fut = client.call_async(req)
+        self.wait_for(fut.done, timeout, f"{service} response")
+        (r,) = fut.result().results
+        return bool(r.successful), str(r.reason)
+
     def topic_state(self, topic: str) -> str:
         with self._lock:
             return self.state.get(topic, "")
@@ -279,6 +296,14 @@ def run_episode(client: GraphClient, index: int, opts: CollectOptions, log: Call
         and s.get("plan_reachable", True) is not False
     flagged = not (done and teleop_ok)
     n_health = len(client.health)
+    # What the recorder cannot know: the scene's seed and how the demonstration went.
+    outcome = {"seed": seed, "sim": True, "success": bool(s.get("success")),
+               "max_stage": int(s.get("max_stage_reached", 0)), "final_stage": int(s.get("stage", 0)),
+               "object_poses": s.get("object_poses")}
+    ok, why = client.set_parameter("recorder", "episode_meta", json.dumps({k: v for k, v in outcome.items()
+                                                                           if v is not None}))
+    if not ok:
+        log(f"  recorder refused the episode metadata: {why}")
     if flagged and not opts.keep_failed:
         ok, line = client.call("/recorder/discard", timeout=90.0)
         kept = False

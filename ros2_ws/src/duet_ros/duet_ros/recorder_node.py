@@ -9,6 +9,9 @@ Publishes   ~/state     std_msgs/String, latched: idle | recording
             /diagnostics  1 Hz: state, steps, store, writer backlog, sensor ages; and one
                         status right after each episode (WARN when the episode is flagged)
 Services    ~/start, ~/stop (commit), ~/discard        std_srvs/Trigger
+Parameter   episode_meta (dynamic): a JSON object merged into the metadata of the next
+            episode committed, then reset to "{}" (what is known only at the end:
+            `ros2 param set /recorder episode_meta '{"seed": 3, "success": true}'`)
 
 Time: every sample keeps its capture time (the header stamp mapped back to the host's
 monotonic clock by convert.TimeMapper); a paced 50 Hz thread (not an rclpy timer) calls
@@ -25,6 +28,7 @@ after the commit, with the health line).
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 from collections import deque
@@ -33,7 +37,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage
 from sensor_msgs.msg import JointState as JointStateMsg
@@ -51,6 +57,7 @@ from duet_ros.arm_node import COMMAND_QOS, DIAG_QOS, STATE_QOS
 from duet_ros.params import declare_config
 from duet_ros.runtime import PacedThread, run_node
 
+EPISODE_META = "episode_meta"
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 NOT_RECORDING = "not recording"
 HEALTH_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -163,6 +170,15 @@ class FrameCounter:
         return self.index
 
 
+def _episode_meta(value: Any) -> dict[str, Any] | None:
+    """The episode_meta parameter's JSON object; None when it is not one."""
+    try:
+        v = json.loads(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return v if isinstance(v, dict) else None
+
+
 def in_order(state: JointState, names: tuple[str, ...]) -> JointState:
     """A joint state in `names` order; ValueError when the joints differ."""
     if state.names == names:
@@ -220,6 +236,9 @@ class RecorderNode(Node):
         self.pub_state = self.create_publisher(String, "~/state", LATCHED)
         self.pub_health = self.create_publisher(String, "~/health", HEALTH_QOS)
         self.pub_diag = self.create_publisher(convert.DiagnosticArray, "/diagnostics", DIAG_QOS)
+        self.declare_parameter(EPISODE_META, "{}", ParameterDescriptor(
+            description="JSON object merged into the next committed episode's metadata, then reset to {}"))
+        self.add_on_set_parameters_callback(self._check_episode_meta)
         for action in ("start", "stop", "discard"):
             self.create_service(Trigger, f"~/{action}", lambda req, resp, a=action: self._on_trigger(a, resp))
         self.pub_state.publish(String(data="idle"))
@@ -396,6 +415,20 @@ class RecorderNode(Node):
             return f"stale data from {', '.join(stale)} (limit require_fresh_s={limit:g})"
         return ""
 
+    @staticmethod
+    def _check_episode_meta(params) -> SetParametersResult:
+        for p in params:
+            if p.name == EPISODE_META and not isinstance(_episode_meta(p.value), dict):
+                return SetParametersResult(successful=False, reason=f"{EPISODE_META} must be a JSON object string, "
+                                                                    f"e.g. '{{\"seed\": 3}}' (got {p.value!r})")
+        return SetParametersResult(successful=True)
+
+    def _take_episode_meta(self) -> dict[str, Any]:
+        meta = _episode_meta(self.get_parameter(EPISODE_META).value) or {}
+        if meta:
+            self.set_parameters([Parameter(EPISODE_META, value="{}")])
+        return meta
+
     def _stop(self, source: str, discard: bool) -> tuple[bool, str]:
         if not self._active:
             return False, NOT_RECORDING
@@ -405,7 +438,7 @@ class RecorderNode(Node):
             self._active = False  # no tick reaches the recorder after this
         index = self.store.n_episodes
         try:
-            res = self.recorder.stop_episode(discard=discard)
+            res = self.recorder.stop_episode(discard=discard, meta=self._take_episode_meta())
         except DuetError as e:
             line = f"episode {index} lost: {e}"
             self._finish(line, convert.ERROR, {})

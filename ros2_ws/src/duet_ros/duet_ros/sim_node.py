@@ -188,6 +188,7 @@ class SimHostNode(Node):
             "episode": int(w.episode),
             "resets": self._resets,
             "seed": w.seed,
+            "object_poses": {k: [round(float(x), 6) for x in v] for k, v in w.object_poses.items()},
             "task": w.task.name,
             "stage": int(w.stage),
             "max_stage_reached": int(w.max_stage_reached),
