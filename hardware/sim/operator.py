@@ -251,7 +251,10 @@ def plan_transfer_cube(world: SimWorld, kin: Kinematics) -> dict[str, list[Waypo
     ]
     left = [
         start_waypoint(kin, "left"),
-        _wp(100, cube_at_meet + [-0.12, 0.0, 0.0], take, 1.0),  # wait beside the meet point, open
+        # Beside the meet point, open, easing closer while the right arm brings the cube: never
+        # both arms still mid-task (a still scene says nothing about when to go on, and a policy
+        # learning from it cannot tell; the ACT paper's scripts keep moving too).
+        _wp(100, cube_at_meet + [-0.20, 0.0, 0.0], take, 1.0),
         _wp(250, cube_at_meet + [-0.12, 0.0, 0.0], take, 1.0),
         _wp(280, cube_at_meet + [TAKE_DEPTH, 0.0, 0.0], take, 1.0),  # move in around the cube
         _wp(310, cube_at_meet + [TAKE_DEPTH, 0.0, 0.0], take, 0.0),  # close
@@ -280,8 +283,8 @@ def plan_insertion(world: SimWorld, kin: Kinematics) -> dict[str, list[Waypoint]
         _wp(110, peg + [0.0, 0.0, 0.10], r_pick, 1.0),
         _wp(160, peg_grasp, r_pick, 1.0),
         _wp(200, peg_grasp, r_pick, 0.0),
-        _wp(260, meet + [0.12, 0.0, 0.0], r_hold, 0.0),  # peg held a few cm from the socket
-        _wp(300, meet + [0.12, 0.0, 0.0], r_hold, 0.0),
+        _wp(260, meet + [0.16, 0.0, 0.0], r_hold, 0.0),  # peg held a few cm from the socket,
+        _wp(300, meet + [0.12, 0.0, 0.0], r_hold, 0.0),  # easing closer (never both arms still)
         _wp(360, meet + [0.05, 0.0, 0.0], r_hold, 0.0),  # insert (re-planned by the corrections)
         _wp(400, meet + [0.05, 0.0, 0.0], r_hold, 0.0),
     ]

@@ -98,3 +98,30 @@ def test_demonstrations_are_written_through_the_data_store(tmp_path):
     assert np.all(np.diff(ep["t"]) > 0)
     # The recorded action is what the followers were sent: the leader poses (within safety).
     np.testing.assert_allclose(ep["action"][:, :7], ep["left_leader.position"], atol=1e-5)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("task", ["transfer_cube", "insertion"])
+def test_the_operator_never_holds_both_arms_still_mid_task(task):
+    """A scene where nothing moves carries no cue for when to go on: a policy trained on such
+    demonstrations stalls there (temporal ensembling keeps averaging 'start soon' into 'not
+    yet'). Until the final hold, some arm is always on its way."""
+    from duet.hardware.sim.operator import plan_episode
+
+    rig = load_rig("aloha_sim", [f"name=sim_it_still_{task}", f"sim_task={task}"])
+    try:
+        w = sim_world(rig)
+        w.reset(seed=2)
+        plan = plan_episode(w)
+    finally:
+        sim_world(rig).close()
+    moving = np.zeros(plan.ticks - 1, dtype=bool)
+    for traj in plan.joints.values():
+        moving |= np.abs(np.diff(traj, axis=0)).max(axis=1) > 1e-4
+    last_move = int(np.flatnonzero(moving)[-1])
+    run, longest = 0, 0
+    for m in moving[: last_move + 1]:
+        run = 0 if m else run + 1
+        longest = max(longest, run)
+    assert longest <= 5, f"{task}: both arms still for {longest} ticks before the end"
+    assert plan.ticks - 1 - last_move <= 60  # the final hold
