@@ -33,8 +33,8 @@ class Plan:
     camera: str = "cam_high"
     camera_size: str = "120x160"  # HxW rendered in real time on 2 cores beside the whole graph
     camera_fps: int = 25
-    preset: str = "tiny"
-    train_steps: int = 2000  # ~7 steps/s on 2 idle CPU cores: ~4.5 minutes
+    preset: str = "small"  # the CPU preset of the sim success benchmark
+    train_steps: int = 3000  # ~12 steps/s on 2 idle CPU cores: ~4 minutes
     eval_episodes: int = 5
     eval_ticks: int = 0  # 0: the task's episode length
     videos: int = 2
@@ -52,7 +52,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, default=None, help="output directory (default runs/demo-<time>)")
     p.add_argument("--quick", action="store_true", help="a much faster smoke variant (1 episode, micro model)")
     p.add_argument("--episodes", type=int, default=None, help="demonstrations to collect (default 6; quick 1)")
-    p.add_argument("--train-steps", type=int, default=None, help="training steps (default 2000; quick 20)")
+    p.add_argument("--train-steps", type=int, default=None, help="training steps (default 3000; quick 20)")
     p.add_argument("--eval-episodes", type=int, default=None, help="evaluation episodes (default 5; quick 1)")
     p.add_argument("--deploy-seconds", type=float, default=None, help="real-time deploy run length (default 15 s)")
     p.add_argument("--skip-deploy", action="store_true", help="skip step 4 (deploy through the ROS graph)")
