@@ -3,7 +3,7 @@
   1. collect  the sim rig through the ROS graph (sim host, teleop, recorder; real time): the
               scripted operator moves the leaders, teleop mirrors them onto the followers,
               the recorder writes a zarr dataset; a health line per episode
-  2. train    a small (smoke-size) ACT on that dataset for a few minutes on the CPU
+  2. train    a small ACT on that dataset for a few minutes on the CPU
   3. eval     the checkpoint through the policy server in the sim, lockstep: report + MP4s
   4. deploy   the checkpoint through the ROS graph in real time (duet up deploy --sim):
               the policy node commands the sim followers
@@ -134,7 +134,8 @@ def cmd_demo(args) -> int:
     print(f"duet demo{' --quick' if args.quick else ''}: {out}\n"
           f"  {plan.episodes} scripted teleop episodes through the ROS graph (sim, {plan.camera} "
           f"{plan.camera_size} @ {plan.camera_fps} fps), ACT preset {plan.preset!r} for {plan.train_steps} steps "
-          f"on the CPU (a smoke-size model: expect few or no successes), {plan.eval_episodes} eval episodes"
+          f"on the CPU (a few minutes on a few demonstrations: some successes, not the benchmark's), "
+          f"{plan.eval_episodes} eval episodes"
           + ("" if args.skip_deploy else f", {plan.deploy_seconds:g} s real-time deploy"), flush=True)
     run = Runner(out, steps)
 
@@ -152,7 +153,7 @@ def cmd_demo(args) -> int:
     print(f"[demo 1/{steps}] {len(kept)} episodes stored in {dataset}", flush=True)
 
     # 2. training
-    run.step(2, "train", f"train a smoke-size ACT ({plan.preset} preset, {plan.train_steps} steps) on the CPU", [
+    run.step(2, "train", f"train a small ACT ({plan.preset} preset, {plan.train_steps} steps) on the CPU", [
         "train", "--policy", "act", "--preset", plan.preset, "--dataset", str(dataset), "--out", str(train_dir),
         "--steps", str(plan.train_steps), "--device", "cpu", "--seed", "0",
         "--set", "train.num_workers=1", "--set", f"train.val_every={max(10, plan.train_steps // 3)}",
