@@ -202,18 +202,11 @@ def test_an_expert_policy_succeeds_through_the_server(tmp_path, mode):
     assert rep.stages[-1]["count"] == 1 and rep.stages[-1]["ci95"][1] == 1.0
 
 
-class ReplayPolicy:
+class ReplayPolicy(ExpertPolicy):
     """Plays back a recorded demonstration's actions, indexed by the episode's simulated time:
     a model that learned the data perfectly. Unlike ExpertPolicy it reads the store, so it
     checks the recorded side too (action order and units, one action per tick, the seed kept
-    in the episode's metadata)."""
-
-    n_obs_steps = 1
-    horizon = 20
-    n_action_steps = 20
-    control_dt = 0.02
-    camera_names = ("cam_high",)
-    action_dim = 14
+    in the episode's metadata). Its shape (horizon, dims, camera) is ExpertPolicy's."""
 
     def __init__(self, actions: np.ndarray):
         self.actions = actions
