@@ -4,7 +4,9 @@ Topics (relative to the node name, e.g. /left_follower/...):
   ~/joint_states   sensor_msgs/JointState, published every control tick; header stamp =
                    the sample's capture time (duet_ros.convert.TimeMapper)
   ~/command        followers: sensor_msgs/JointState subscription (see convert.py); a command
-                   older than command_max_age_s by its stamp is never applied: the arm holds
+                   older than command_max_age_s by its stamp is never applied: the arm holds;
+                   one stamped more than command_future_tolerance_s ahead of this host's clock
+                   is rejected at intake (counted: commands_rejected_future; throttled warning)
   /diagnostics     diagnostic_msgs/DiagnosticArray at diagnostics_rate_hz: bus errors,
                    retries, temperatures, voltage, loop rate, watchdog state
 
@@ -78,6 +80,7 @@ class ArmNode(LifecycleNode):
         self.counters = dict(
             reads=0, read_errors=0, write_errors=0, consecutive_errors=0, commands_received=0,
             commands_applied=0, commands_dropped_stale=0, commands_rejected=0, watchdog_trips=0,
+            commands_rejected_future=0,
         )
 
         self.pub_state = self.create_publisher(JointStateMsg, "~/joint_states", STATE_QOS)
@@ -167,6 +170,15 @@ class ArmNode(LifecycleNode):
         except ValueError as e:
             self.counters["commands_rejected"] += 1
             self._last_error = f"command rejected: {e}"
+            return
+        # a stamp ahead of this host's clock would outlive the staleness watchdog (which only
+        # checks age): beyond the clock-skew tolerance the command is refused, never stored
+        ahead = stamp - self.clock.now()
+        if ahead > self.cfg.command_future_tolerance_s:
+            self.counters["commands_rejected_future"] += 1
+            self._last_error = (f"command rejected: stamped {ahead:.3f} s in the future (tolerance "
+                                f"{self.cfg.command_future_tolerance_s:g} s); check the sender's clock")
+            self.get_logger().warning(f"{self.cfg.arm}: {self._last_error}", throttle_duration_sec=5.0)
             return
         with self._lock:
             self._cmd_seq += 1
@@ -261,6 +273,7 @@ class ArmNode(LifecycleNode):
             values["holding"] = self._holding
             values["last_command_age_s"] = (now - cmd[1]) if cmd is not None else float("inf")
             values["command_max_age_s"] = self.cfg.command_max_age_s
+            values["command_future_tolerance_s"] = self.cfg.command_future_tolerance_s
         values["last_error"] = self._last_error
         values.update({f"health.{k}": v for k, v in _flat(self._health).items()})
         level, message = self._level(now, cmd)

@@ -25,6 +25,9 @@ class ArmNodeConfig:
     command_max_age_s: float = field(
         0.1, help="followers: a command older than this (by its header stamp) is never applied; the arm holds"
     )
+    command_future_tolerance_s: float = field(
+        0.05, help="followers: a command stamped more than this ahead of the host's clock is rejected (clock skew allowance), s"
+    )
     diagnostics_rate_hz: float = field(1.0, help="diagnostics publish rate, Hz")
     max_consecutive_errors: int = field(
         25, help="after this many failed bus ticks in a row the arm goes to its safe state (fault)"
@@ -42,6 +45,8 @@ class ArmNodeConfig:
             raise ConfigError("arm node: parameter 'arm' is required (the arm name in the rig, e.g. left_follower)")
         if self.rate_hz < 0 or self.diagnostics_rate_hz <= 0 or self.command_max_age_s <= 0:
             raise ConfigError(f"arm node {self.arm}: rate_hz >= 0, diagnostics_rate_hz > 0 and command_max_age_s > 0 required")
+        if self.command_future_tolerance_s < 0:
+            raise ConfigError(f"arm node {self.arm}: command_future_tolerance_s must be >= 0 (seconds a stamp may lead this host's clock)")
         if self.max_consecutive_errors < 1:
             raise ConfigError(f"arm node {self.arm}: max_consecutive_errors must be >= 1")
         if not 0 <= self.realtime_priority <= 98:
