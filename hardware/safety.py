@@ -14,6 +14,10 @@ Rules, per joint, in this order:
 When `last` itself lies outside [lower, upper] (an arm switched on outside its soft
 limits), the step limit wins: the command moves from `last` toward the range by at most
 max_step per tick, never jumps into it.
+
+`limit_fault` is the check for a source that plans ahead (a policy's action chunk): a
+target beyond a limit by more than a margin is no near-miss to clamp but a fault (clamping
+1e6 would drive the joint to its limit); the caller drops the plan and holds.
 """
 
 from __future__ import annotations
@@ -92,6 +96,42 @@ def safe_command(
         prev = _check(last, limits.n, names, "last command")
         out = np.clip(out, prev - limits.max_step, prev + limits.max_step)
     return out
+
+
+@dataclass(frozen=True)
+class LimitFault:
+    """A planned target beyond its joint's range by more than the fault margin, or not finite."""
+
+    joint: int  # index in the command vector
+    row: int  # which target of a (m, n) batch (0 for a single (n,) target)
+    value: float
+    limit: float  # the bound it lies beyond (nan for a non-finite value)
+
+    @property
+    def excess(self) -> float:
+        """How far beyond the limit (inf for a non-finite value)."""
+        return abs(self.value - self.limit) if np.isfinite(self.value) else float("inf")
+
+
+def limit_fault(targets, limits: SafetyLimits, margin) -> LimitFault | None:
+    """The worst of `targets` ((n,) or (m, n)) lying outside [lower - margin, upper + margin]:
+    a non-finite value first, else the largest excess; None when all lie within. margin: a
+    scalar or (n,), >= 0. Pure; raises ValueError for a wrong width."""
+    t = np.asarray(targets, dtype=np.float64)
+    if t.ndim not in (1, 2) or t.shape[-1] != limits.n:
+        raise ValueError(f"limit_fault: targets of shape {t.shape}, expected (m, {limits.n}) for {limits.n} joints")
+    t = t.reshape(-1, limits.n)
+    bad = ~np.isfinite(t)
+    if bad.any():
+        r, j = np.argwhere(bad)[0]
+        return LimitFault(int(j), int(r), float(t[r, j]), float("nan"))
+    excess = np.maximum(limits.lower - t, t - limits.upper)  # > 0 outside the range
+    beyond = excess > np.broadcast_to(np.asarray(margin, dtype=np.float64), (limits.n,))
+    if not beyond.any():
+        return None
+    r, j = np.unravel_index(int(np.argmax(np.where(beyond, excess, -np.inf))), t.shape)
+    v = float(t[r, j])
+    return LimitFault(int(j), int(r), v, float(limits.upper[j] if v > limits.upper[j] else limits.lower[j]))
 
 
 def ramp_step(current: np.ndarray, target: np.ndarray, max_step: np.ndarray) -> np.ndarray:

@@ -163,3 +163,47 @@ def test_limits_from_shipped_model():
     np.testing.assert_allclose(lim.max_step, model.max_step(50.0))
     with pytest.raises(ValueError):
         lim.lower[0] = 0.0  # read-only
+
+
+# ------------------------------------------------------------------ limit faults (planned targets)
+
+
+def test_limit_fault_none_within_the_margin():
+    from duet.hardware.safety import limit_fault
+
+    chunk = np.vstack([LIMITS.lower - 0.05, LIMITS.upper + 0.05, (LIMITS.lower + LIMITS.upper) / 2])
+    assert limit_fault(chunk, LIMITS, margin=0.1) is None
+    assert limit_fault(LIMITS.upper + 0.05, LIMITS, margin=np.full(N, 0.1)) is None
+    assert limit_fault(LIMITS.upper, LIMITS, margin=0.0) is None
+
+
+@pytest.mark.parametrize("value, joint, limit", [(1e6, 2, 1.6), (1e300, 4, 2.23), (-1e300, 6, 0.0),
+                                                  (-1e6, 0, -3.1)])
+def test_limit_fault_names_the_joint_value_and_limit(value, joint, limit):
+    from duet.hardware.safety import limit_fault
+
+    chunk = np.zeros((5, N))
+    chunk[:, 6] = 0.5
+    chunk[3, joint] = value
+    chunk[1, 1] = 1.26 + 0.5  # beyond too, by less: the worst offender is reported
+    f = limit_fault(chunk, LIMITS, margin=0.2)
+    assert (f.joint, f.row, f.value, f.limit) == (joint, 3, value, limit)
+    assert f.excess == pytest.approx(abs(value - limit))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_limit_fault_reports_non_finite_first(bad):
+    from duet.hardware.safety import limit_fault
+
+    chunk = np.zeros((4, N))
+    chunk[0, 0] = 1e6
+    chunk[2, 5] = bad
+    f = limit_fault(chunk, LIMITS, margin=0.2)
+    assert (f.joint, f.row) == (5, 2) and not np.isfinite(f.value) and np.isnan(f.limit)
+
+
+def test_limit_fault_rejects_a_wrong_width():
+    from duet.hardware.safety import limit_fault
+
+    with pytest.raises(ValueError, match="7 joints"):
+        limit_fault(np.zeros((3, N - 1)), LIMITS, margin=0.2)
