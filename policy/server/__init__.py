@@ -5,15 +5,23 @@ observe(...) the latest readings, tick(now) once per control period, send the co
 """
 
 from duet.policy.server.config import ServerConfig
-from duet.policy.server.loop import LoopReport, run_loop, safety_limits, split_command
+from duet.policy.server.loop import LoopReport, action_names, run_loop, safety_limits, split_command
 from duet.policy.server.observation import ObservationBuilder, ObsSnapshot, ObsStatus
-from duet.policy.server.scheduler import EnsembleBuffer, GridChunk, InvalidChunk, to_grid
+from duet.policy.server.scheduler import (
+    ChunkRules,
+    ChunkTimeError,
+    EnsembleBuffer,
+    GridChunk,
+    InvalidChunk,
+    to_grid,
+)
 from duet.policy.server.server import PolicyServer, ServerEvent, TickResult
 from duet.policy.server.stats import ServerStats
 from duet.policy.server.worker import InferenceResult, InferenceWorker
 
 __all__ = [
-    "EnsembleBuffer", "GridChunk", "InferenceResult", "InferenceWorker", "InvalidChunk", "LoopReport",
-    "ObsSnapshot", "ObsStatus", "ObservationBuilder", "PolicyServer", "ServerConfig", "ServerEvent",
-    "ServerStats", "TickResult", "run_loop", "safety_limits", "split_command", "to_grid",
+    "ChunkRules", "ChunkTimeError", "EnsembleBuffer", "GridChunk", "InferenceResult", "InferenceWorker",
+    "InvalidChunk", "LoopReport", "ObsSnapshot", "ObsStatus", "ObservationBuilder", "PolicyServer", "ServerConfig",
+    "ServerEvent", "ServerStats", "TickResult", "action_names", "run_loop", "safety_limits", "split_command",
+    "to_grid",
 ]

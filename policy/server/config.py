@@ -69,7 +69,24 @@ class ServerConfig:
         0.5, "on_fault=rest: fraction (0..1] of the safety max_step used per tick when ramping to rest"
     )
     latch_on_invalid_action: bool = field(
-        False, "after a model returns NaN/inf, stay held until reset() instead of resuming on the next valid chunk"
+        False, "after a chunk is dropped for NaN/inf or an action beyond the limit fault margin, stay held until "
+        "reset() instead of resuming on the next valid chunk (max_chunk_faults: 1 does it for every kind)"
+    )
+    limit_fault_margin: float = field(
+        0.1, "an action beyond a joint's limit by more than this fraction of the joint's range (0.1: "
+        "0.63 rad on a +-pi joint, 0.1 on the normalized gripper) or not finite is a fault: its whole "
+        "chunk is dropped, the arm holds, the fault is reported by action dim; a smaller excess is clamped "
+        "to the limit (trained policies sit at the range ends, a regressed gripper scatters around them)",
+    )
+    chunk_time_tolerance_s: float = field(
+        0.1, "a chunk's t_rel must be finite, increasing, start between -this and the inference latency + "
+        "this, and span at most (actions - 1) * the policy's control_dt + this, s; otherwise the chunk is "
+        "rejected and reported, and the current plan (or hold) goes on",
+    )
+    max_chunk_faults: int = field(
+        3, "chunks dropped in one episode (NaN/inf, an action beyond the limit fault margin, malformed, "
+        "t_rel rejected) before the server stops the episode: it then holds until reset(); 0 = never. One "
+        "bad chunk is a glitch to ride out, repeated ones a broken model or pipeline",
     )
     inference_timeout_s: float = field(
         2.0, "an inference running longer than this is reported as overdue (the watchdog holds "
@@ -104,8 +121,9 @@ class ServerConfig:
             raise ConfigError(f"server.on_fault: {self.on_fault!r} is not one of 'hold', 'rest'")
         if not self.rate_hz > 0:
             raise ConfigError(f"server.rate_hz must be > 0 (got {self.rate_hz})")
-        for name in ("n_action_steps", "trigger_margin_ticks", "blend_ticks", "torch_threads", "worker_nice"):
-            if getattr(self, name) < 0:
+        for name in ("n_action_steps", "trigger_margin_ticks", "blend_ticks", "torch_threads", "worker_nice",
+                     "limit_fault_margin", "chunk_time_tolerance_s", "max_chunk_faults"):
+            if not getattr(self, name) >= 0:
                 raise ConfigError(f"server.{name} must be >= 0 (got {getattr(self, name)})")
         if not 0 <= self.worker_rt_priority <= 98:
             raise ConfigError(f"server.worker_rt_priority must be in 0..98 (got {self.worker_rt_priority})")

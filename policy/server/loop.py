@@ -55,6 +55,11 @@ def safety_limits(arms: Sequence[Arm]) -> SafetyLimits:
                         np.concatenate([f.max_step for f in feats]))
 
 
+def action_names(arms: Sequence[Arm]) -> list[str]:
+    """One name per action dim, "<arm>.<joint>" in action order, for fault reports."""
+    return [f"{a.features.name}.{j}" for a in arms for j in a.features.joint_names]
+
+
 def split_command(command: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
     """Split an action-order command into per-arm commands."""
     return np.split(command, np.cumsum(sizes)[:-1])
@@ -78,6 +83,8 @@ def run_loop(server: PolicyServer, arms: Sequence[Arm], cameras: Mapping[str, Ca
     missing = [c for c in server.policy.camera_names if c not in cameras]
     if missing:
         raise DuetError(f"camera {missing[0]!r} is needed by the policy but not given: add it to the rig")
+    if server.action_names is None:
+        server.action_names = action_names(arms)
     if not server._started:
         server.start()
     restore = None

@@ -15,13 +15,80 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from duet.hardware.safety import LimitFault, SafetyLimits, limit_fault
 from duet.policy.interface import ActionChunk
 
 _EPS = 1e-6  # fraction of a tick: due times this close to a tick count as on it
 
 
 class InvalidChunk(ValueError):
-    """A chunk that must never reach the arm (non-finite values, bad shapes, time running backwards)."""
+    """A chunk that must never reach the arm (non-finite values, an action beyond a joint limit
+    by more than the fault margin, bad shapes): the server drops it and holds."""
+
+    def __init__(self, msg: str, fault: LimitFault | None = None):
+        super().__init__(msg)
+        self.fault = fault  # the offending action (dim, row, value, limit), when one is to blame
+
+
+class ChunkTimeError(InvalidChunk):
+    """A chunk whose t_rel is no plan for the coming moments (not finite, not increasing,
+    starting far from the inference, spanning far more than its length): the server drops it
+    and the current plan goes on."""
+
+
+def _check_shapes(a: np.ndarray, t_rel: np.ndarray, action_dim: int) -> None:
+    if a.ndim != 2 or a.shape[1] != action_dim or a.shape[0] < 1:
+        raise InvalidChunk(f"actions have shape {a.shape}, expected (horizon, {action_dim})")
+    if t_rel.shape != (a.shape[0],):
+        raise InvalidChunk(f"t_rel has shape {t_rel.shape}, expected ({a.shape[0]},)")
+
+
+def fault_detail(fault: LimitFault, names, margin: np.ndarray, n_actions: int) -> str:
+    """'left_follower.elbow (action dim 2) = 1e+06 in action 4 of 50, beyond its upper limit
+    1.606 by more than the fault margin 0.3'; names: one per action dim, or None."""
+    j = fault.joint
+    dim = f"{names[j]} (action dim {j})" if names is not None and j < len(names) else f"action dim {j}"
+    out = f"{dim} = {fault.value:.4g} in action {fault.row} of {n_actions}"
+    if np.isfinite(fault.value):
+        side = "upper" if fault.value > fault.limit else "lower"
+        out += f", beyond its {side} limit {fault.limit:.4g} by more than the fault margin {float(margin[j]):.3g}"
+    return out
+
+
+@dataclass(frozen=True)
+class ChunkRules:
+    """What a chunk must satisfy before it is placed on the grid (checked in the worker)."""
+
+    limits: SafetyLimits
+    margin: np.ndarray  # (A,) action units: an action beyond a limit by more is a fault, not a clamp
+    control_dt: float  # the policy's action spacing, s
+    time_tolerance_s: float  # slack on where t_rel starts and how far it spans
+
+    def check(self, chunk: ActionChunk, latency_s: float) -> None:
+        """Raise InvalidChunk (values: the server holds) or ChunkTimeError (times: the current
+        plan goes on). latency_s: observation capture to the end of the inference."""
+        a = np.asarray(chunk.actions)
+        t = np.asarray(chunk.t_rel, dtype=np.float64)
+        _check_shapes(a, t, self.limits.n)
+        fault = limit_fault(a, self.limits, self.margin)
+        if fault is not None:
+            kind = "a non-finite" if not np.isfinite(fault.value) else "an"
+            raise InvalidChunk(f"{kind} action: {fault_detail(fault, None, self.margin, len(a))}", fault)
+        tol = self.time_tolerance_s
+        if not np.isfinite(t).all():
+            raise ChunkTimeError(f"t_rel is not finite at action {int(np.flatnonzero(~np.isfinite(t))[0])}")
+        if len(t) > 1 and not (np.diff(t) > 0).all():
+            raise ChunkTimeError(f"t_rel is not increasing at action {int(np.flatnonzero(np.diff(t) <= 0)[0]) + 1}")
+        if t[0] < -tol:
+            raise ChunkTimeError(f"t_rel starts {-t[0]:.4g} s before the observation "
+                                 f"(tolerance {tol} s)")
+        if t[0] > latency_s + tol:
+            raise ChunkTimeError(f"t_rel starts {t[0]:.4g} s after the observation, the inference took "
+                                 f"{latency_s:.3g} s (tolerance {tol} s)")
+        span, expect = t[-1] - t[0], (len(t) - 1) * self.control_dt
+        if span > expect + tol:
+            raise ChunkTimeError(f"t_rel spans {span:.4g} s, {len(t)} actions at the policy's {self.control_dt} s "
+                                 f"span {expect:.4g} s (tolerance {tol} s)")
 
 
 @dataclass(frozen=True)
@@ -48,16 +115,13 @@ def to_grid(chunk: ActionChunk, obs_stamp: float, t0: float, dt: float, action_d
     due times that are not strictly increasing."""
     a = np.asarray(chunk.actions)
     t_rel = np.asarray(chunk.t_rel, dtype=np.float64)
-    if a.ndim != 2 or a.shape[1] != action_dim or a.shape[0] < 1:
-        raise InvalidChunk(f"actions have shape {a.shape}, expected (horizon, {action_dim})")
-    if t_rel.shape != (a.shape[0],):
-        raise InvalidChunk(f"t_rel has shape {t_rel.shape}, expected ({a.shape[0]},)")
+    _check_shapes(a, t_rel, action_dim)
     a = a.astype(np.float64)
     if not np.isfinite(a).all():
         bad = int((~np.isfinite(a)).any(axis=1).sum())
         raise InvalidChunk(f"model returned NaN/inf in {bad} of {len(a)} actions")
     if not np.isfinite(t_rel).all() or (len(t_rel) > 1 and not (np.diff(t_rel) > 0).all()):
-        raise InvalidChunk("t_rel is not finite and strictly increasing")
+        raise ChunkTimeError("t_rel is not finite and strictly increasing")
     due = (obs_stamp - t0) / dt + t_rel / dt  # in ticks
     if len(due) == 1:
         return GridChunk(int(round(due[0])), a.copy())

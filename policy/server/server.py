@@ -12,6 +12,12 @@ Inference runs in an InferenceWorker thread. Each chunk's actions are due at the
 observation's capture time + t_rel (absolute times on the injected clock); actions whose
 time has passed when the chunk arrives are dropped, never sent late. Every command passes
 duet.hardware.safety.safe_command; a NaN from the model never reaches a servo.
+
+Before a chunk is placed on the grid (in the worker) it is checked (ChunkRules): an action
+not finite or beyond a joint limit by more than `limit_fault_margin` of the joint's range
+drops the whole chunk and the arm holds (a small excess is clamped as usual); t_rel outside
+the chunk's expected span rejects the chunk and the current plan goes on. Either is reported
+by action dim; after `max_chunk_faults` dropped chunks the episode stops (held until reset()).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import gc
 import math
 import sys
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +38,14 @@ from duet.hardware.safety import SafetyLimits, UnsafeCommandError, safe_command
 from duet.policy.interface import ActionChunk, Policy
 from duet.policy.server.config import ServerConfig
 from duet.policy.server.observation import ObservationBuilder
-from duet.policy.server.scheduler import EnsembleBuffer, GridChunk, LatencyEstimate, Plan
+from duet.policy.server.scheduler import (
+    ChunkRules,
+    EnsembleBuffer,
+    GridChunk,
+    LatencyEstimate,
+    Plan,
+    fault_detail,
+)
 from duet.policy.server.stats import ServerStats, StatsRecorder
 from duet.policy.server.watchdog import Watchdog
 from duet.policy.server.worker import InferenceRequest, InferenceResult, InferenceWorker
@@ -42,11 +56,14 @@ _MAX_BLEND_TICKS = 250  # 5 s at 50 Hz: the longest cross-fade
 NO_OBSERVATION = "no_observation"  # no joint state received yet: nothing to hold, command is None
 STALE_OBSERVATION = "stale_observation"  # joint states or camera frames too old / camera down
 INVALID_ACTION = "invalid_action"  # the model returned NaN/inf or a malformed chunk
+LIMIT_FAULT = "action_beyond_limit"  # a chunk held an action beyond a joint limit by more than the fault margin
+STOPPED = "stopped_after_faults"  # max_chunk_faults chunks were dropped this episode: held until reset()
 UNSAFE_COMMAND = "unsafe_command"  # the safety function rejected the target
 WAITING = "waiting_for_chunk"  # started / reset / recovering: the first chunk is not there yet
 NO_ACTION = "no_action"  # running, but no action due at this tick (a deadline miss)
 INFERENCE_ERROR = "inference_error"  # no action, and the last inference raised
-HOLD_REASONS = (NO_OBSERVATION, STALE_OBSERVATION, INVALID_ACTION, UNSAFE_COMMAND, WAITING, NO_ACTION, INFERENCE_ERROR)
+HOLD_REASONS = (NO_OBSERVATION, STALE_OBSERVATION, INVALID_ACTION, LIMIT_FAULT, STOPPED, UNSAFE_COMMAND, WAITING,
+                NO_ACTION, INFERENCE_ERROR)
 
 
 @dataclass(frozen=True)
@@ -64,12 +81,18 @@ class TickResult:
 @dataclass(frozen=True)
 class ServerEvent:
     t: float
-    kind: str  # fault, resume, invalid_action, inference_error, inference_overdue, late_chunk, deadline_miss, unsafe_command
+    # fault, resume, invalid_action (NaN/inf, malformed), limit_fault (an action beyond the limit margin),
+    # rejected_chunk (t_rel), episode_stopped, inference_error, inference_overdue, late_chunk, deadline_miss,
+    # unsafe_command
+    kind: str
     detail: str
 
 
 class PolicyServer:
-    def __init__(self, policy: Policy, config: ServerConfig, limits: SafetyLimits, clock: Clock):
+    def __init__(self, policy: Policy, config: ServerConfig, limits: SafetyLimits, clock: Clock,
+                 action_names: Sequence[str] | None = None):
+        """action_names: one per action dim ("left_follower.elbow"), for fault reports; run_loop
+        fills them from its arms when None (see loop.action_names)."""
         self.policy = policy
         self.config = config
         self.limits = limits
@@ -79,6 +102,10 @@ class PolicyServer:
         if limits.n != self.action_dim:
             raise DuetError(f"safety limits cover {limits.n} joints but the policy has action_dim "
                             f"{self.action_dim}: build the limits from the follower arms in rig pair order")
+        self.action_names = None if action_names is None else list(action_names)
+        if self.action_names is not None and len(self.action_names) != self.action_dim:
+            raise DuetError(f"{len(self.action_names)} action names for a policy with action_dim {self.action_dim}: "
+                            f"give one name per action dim (loop.action_names(arms))")
         rest = None
         if config.on_fault == "rest":
             if len(config.rest_pose) != self.action_dim:
@@ -90,8 +117,10 @@ class PolicyServer:
         span_ticks = math.ceil(horizon * float(policy.control_dt) / self.dt)
         self.obs = ObservationBuilder(policy.n_obs_steps, policy.camera_names, config.max_state_age_s,
                                       config.max_camera_age_s)
+        self.fault_margin = config.limit_fault_margin * (limits.upper - limits.lower)  # (A,) action units
+        rules = ChunkRules(limits, self.fault_margin, float(policy.control_dt), config.chunk_time_tolerance_s)
         self.worker = InferenceWorker(policy, clock, self.action_dim, config.torch_threads, config.worker_nice,
-                                      config.worker_rt_priority)
+                                      config.worker_rt_priority, rules=rules)
         self.latency = LatencyEstimate(config.latency_window)
         self.ensemble = EnsembleBuffer(max(horizon, span_ticks) + 4, self.action_dim, config.ensemble_k)
         self.watchdog = Watchdog(config.on_fault, rest, limits, config.rest_speed)
@@ -121,6 +150,7 @@ class PolicyServer:
         self._last_error = ""
         self._overdue_reported = -1
         self._in_miss = False
+        self._chunk_faults = 0  # chunks dropped this episode (max_chunk_faults)
 
     def start(self) -> None:
         """Start the inference worker (and shorten the GIL switch interval, see config)."""
@@ -296,12 +326,8 @@ class PolicyServer:
             self._last_error = res.error
             self._event(now, "inference_error", res.error)
             return None
-        if res.status == "invalid":
-            rec.invalid += 1
-            latch = self.config.latch_on_invalid_action
-            self.watchdog.trip(INVALID_ACTION, res.error, latch=latch)
-            self._event(now, "invalid_action", res.error + ("; latched until reset()" if latch else "; holding"))
-            self._drop_plans()
+        if res.status in ("invalid", "rejected"):
+            self._drop_chunk(res, now)
             return None
         assert res.grid is not None
         grid = res.grid
@@ -310,7 +336,7 @@ class PolicyServer:
         self.latency.add(arrival / self.dt)
         rec.chunks_received += 1
         self._last_error = ""
-        if self.watchdog.fault == INVALID_ACTION and self.watchdog.clear():
+        if self.watchdog.fault in (INVALID_ACTION, LIMIT_FAULT) and self.watchdog.clear():
             self._event(now, "resume", "valid chunk after an invalid one")
         if self.watchdog.fault:
             return None
@@ -328,6 +354,43 @@ class PolicyServer:
         # Receding / async: the chunk waits in _pending until _next_action lets it take over.
         self._pending = (grid, res.chunk)
         return None
+
+    def _drop_chunk(self, res: InferenceResult, now: float) -> None:
+        """A chunk that failed its checks: report it by action dim and count it. Bad values
+        (NaN/inf, beyond the limit margin, malformed): hold, as for stale observations, and
+        resume on the next good chunk. Bad times: drop it, the current plan (or hold) goes on.
+        max_chunk_faults of either in one episode stop it (latched until reset())."""
+        rec, cfg = self.recorder, self.config
+        f = res.fault
+        if f is not None and res.chunk is not None:
+            detail = fault_detail(f, self.action_names, self.fault_margin, len(res.chunk.actions))
+        else:
+            detail = res.error
+        self._chunk_faults += 1
+        n, limit = self._chunk_faults, cfg.max_chunk_faults
+        count = f" (fault {n} of {limit} this episode)" if limit else ""
+        if res.status == "rejected":
+            rec.rejected += 1
+            text = f"chunk rejected: {detail}; the current plan goes on{count}"
+            self._event(now, "rejected_chunk", text)
+        else:
+            beyond = f is not None and math.isfinite(f.value)
+            reason = LIMIT_FAULT if beyond else INVALID_ACTION
+            if beyond:
+                rec.limit_faults += 1
+            else:
+                rec.invalid += 1
+            latch = cfg.latch_on_invalid_action
+            text = f"{detail}; chunk dropped, {'latched until reset()' if latch else 'holding'}{count}"
+            self.watchdog.trip(reason, text, latch=latch)
+            self._event(now, "limit_fault" if beyond else "invalid_action", text)
+            self._drop_plans()
+        rec.last_fault = text
+        if limit and n >= limit and not self.watchdog.latched:
+            self.watchdog.trip(STOPPED, f"{n} chunks dropped this episode", latch=True)
+            self._event(now, "episode_stopped", f"{n} chunks dropped this episode (max_chunk_faults {limit}): "
+                        f"the policy is not trusted any more; holding until reset()")
+            self._drop_plans()
 
     def _start_plan(self, grid: GridChunk, chunk: ActionChunk | None, k: int) -> ActionChunk | None:
         old = self._plan

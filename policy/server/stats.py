@@ -53,7 +53,10 @@ class ServerStats:
     chunks_received: int = 0  # chunks that came back valid
     chunks_started: int = 0  # chunks that took over execution (receding / async)
     actions_dropped_stale: int = 0  # actions whose due time had passed when their chunk arrived
-    invalid_chunks: int = 0  # chunks rejected for NaN/inf/shape
+    invalid_chunks: int = 0  # chunks dropped for NaN/inf/shape (held)
+    limit_faults: int = 0  # chunks dropped for an action beyond a joint limit by more than the fault margin (held)
+    rejected_chunks: int = 0  # chunks rejected for t_rel outside their expected span (the current plan went on)
+    last_fault: str = ""  # the last dropped / rejected chunk: action dim name, value, limit (or the t_rel fault)
     inference_errors: int = 0  # predict_chunk raised
     unsafe_commands: int = 0  # safety function rejected a target
     limit_clamps: int = 0  # executed ticks whose policy action lay outside a joint's range (clamped into it)
@@ -91,8 +94,9 @@ class ServerStats:
             f"max {self.boundary_jump_max:.4f} over {self.boundaries} boundaries; per-tick step p99 "
             f"{self.step_p99:.4f} max {self.step_max:.4f}",
             f"safety clamps: {clamp_summary(self.limit_clamps, self.limit_excess_max, self.step_clamps, self.clamps_by_dim)}",
-            f"invalid chunks {self.invalid_chunks}, inference errors {self.inference_errors}, "
-            f"unsafe commands {self.unsafe_commands}",
+            f"invalid chunks {self.invalid_chunks}, limit faults {self.limit_faults}, rejected chunks "
+            f"{self.rejected_chunks}, inference errors {self.inference_errors}, unsafe commands {self.unsafe_commands}",
+            *([f"last fault: {self.last_fault}"] if self.last_fault else []),
         ]
 
 
@@ -126,6 +130,9 @@ class StatsRecorder:
         self.chunks_started = 0
         self.dropped = 0
         self.invalid = 0
+        self.limit_faults = 0
+        self.rejected = 0
+        self.last_fault = ""
         self.errors = 0
         self.unsafe = 0
         self.limit_clamps = 0
@@ -151,6 +158,9 @@ class StatsRecorder:
             chunks_started=self.chunks_started,
             actions_dropped_stale=self.dropped,
             invalid_chunks=self.invalid,
+            limit_faults=self.limit_faults,
+            rejected_chunks=self.rejected,
+            last_fault=self.last_fault,
             inference_errors=self.errors,
             unsafe_commands=self.unsafe,
             limit_clamps=self.limit_clamps,

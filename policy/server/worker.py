@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from duet.clock import Clock
+from duet.hardware.safety import LimitFault
 from duet.policy.interface import ActionChunk, Policy
 from duet.policy.server.observation import ObsSnapshot
-from duet.policy.server.scheduler import GridChunk, InvalidChunk, to_grid
+from duet.policy.server.scheduler import ChunkRules, ChunkTimeError, GridChunk, InvalidChunk, to_grid
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,11 @@ class InferenceResult:
     obs_stamp: float  # capture time of the observation the chunk was predicted from
     t_start: float  # clock time inference started
     t_done: float  # clock time the result was ready
-    status: Literal["ok", "invalid", "error"]
+    status: Literal["ok", "invalid", "rejected", "error"]  # invalid: bad values (hold); rejected: bad t_rel
     grid: GridChunk | None  # the chunk on the tick grid (status ok)
-    chunk: ActionChunk | None  # the chunk as the policy returned it (ok / invalid)
-    error: str = ""  # one line (invalid / error)
+    chunk: ActionChunk | None  # the chunk as the policy returned it (ok / invalid / rejected)
+    error: str = ""  # one line (invalid / rejected / error)
+    fault: LimitFault | None = None  # invalid: the offending action (dim, row, value, limit)
 
     @property
     def compute_s(self) -> float:
@@ -51,10 +53,12 @@ class InferenceWorker:
     """Runs one inference at a time in a daemon thread."""
 
     def __init__(self, policy: Policy, clock: Clock, action_dim: int, torch_threads: int = 0,
-                 nice: int = 0, rt_priority: int = 0, name: str = "duet-inference"):
+                 nice: int = 0, rt_priority: int = 0, name: str = "duet-inference",
+                 rules: ChunkRules | None = None):
         self.policy = policy
         self.clock = clock
         self.action_dim = int(action_dim)
+        self.rules = rules  # checked on every chunk before it is placed on the grid (None: shapes, NaN only)
         self.torch_threads = int(torch_threads)
         self.nice = int(nice)
         self.rt_priority = int(rt_priority)
@@ -185,10 +189,13 @@ class InferenceWorker:
             obs = req.snapshot.assemble()
             with self._no_grad():
                 chunk = self.policy.predict_chunk(obs)
+            if self.rules is not None:
+                self.rules.check(chunk, self.clock.now() - stamp)
             grid = to_grid(chunk, stamp, req.t0, req.dt, self.action_dim)
         except InvalidChunk as e:
-            return InferenceResult(req.id, req.epoch, stamp, t_start, self.clock.now(), "invalid", None, chunk,
-                                   str(e))
+            status = "rejected" if isinstance(e, ChunkTimeError) else "invalid"
+            return InferenceResult(req.id, req.epoch, stamp, t_start, self.clock.now(), status, None, chunk,
+                                   str(e), e.fault)
         except Exception as e:  # noqa: BLE001 - a model failure must become a reported hold, not a dead loop
             msg = f"{type(e).__name__}: {e}".splitlines()[0]
             return InferenceResult(req.id, req.epoch, stamp, t_start, self.clock.now(), "error", None, chunk, msg)

@@ -67,6 +67,9 @@ def test_run_loop_drives_the_mock_rig():
     assert np.abs(np.diff(cmds, axis=0)).max(axis=0).round(12).tolist() <= limits.max_step.tolist()
     # The followers moved toward the policy's goal for their first joint.
     assert final[0][0] > 0.05 and final[1][0] > 0.05
+    # Fault reports name each action dim by arm and joint: run_loop filled the names from the arms.
+    assert server.action_names == [f"{a.features.name}.{j}" for a in arms for j in a.features.joint_names]
+    assert server.action_names[0].startswith("left_follower.") and server.action_names[7].startswith("right_follower.")
 
 
 def test_run_loop_checks_the_arms_and_cameras_match_the_policy():
@@ -82,3 +85,5 @@ def test_run_loop_checks_the_arms_and_cameras_match_the_policy():
         run_loop(server, [arm, arm], devices.cameras, Pacer(50, clock), duration=0.1)
     with pytest.raises(DuetError, match="safety limits cover 7 joints"):
         PolicyServer(ReachPolicy(), ServerConfig(), safety_limits([arm]), clock)
+    with pytest.raises(DuetError, match="13 action names for a policy with action_dim 14"):
+        PolicyServer(ReachPolicy(), ServerConfig(), limits, clock, action_names=["x"] * 13)

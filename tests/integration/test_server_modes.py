@@ -36,9 +36,11 @@ class StubPolicy:
     action_dim = A
 
     def __init__(self, clock: FakeClock, fn, horizon: int, n_action_steps: int, latency: float = 0.0,
-                 nan_calls=(), hang_call: int | None = None):
+                 nan_calls=(), hang_call: int | None = None, dtype=np.float32, times=None):
         self.clock = clock
         self.fn = fn  # fn(call index j, obs time t, t_rel (H,)) -> (H, A)
+        self.dtype = dtype  # of the actions returned (float64: 1e300 stays finite)
+        self.times = times  # times(call index j, t_rel) -> the t_rel returned (None: as is)
         self.horizon = horizon
         self.n_action_steps = n_action_steps
         self.latency = latency
@@ -60,7 +62,7 @@ class StubPolicy:
         j = len(self.calls)
         self.calls.append(t)
         t_rel = np.arange(self.horizon) * DT
-        actions = np.asarray(self.fn(j, t, t_rel), dtype=np.float32)
+        actions = np.asarray(self.fn(j, t, t_rel), dtype=self.dtype)
         if j in self.nan_calls:
             actions[self.horizon // 2, 1] = np.nan
         if j == self.hang_call:
@@ -70,16 +72,16 @@ class StubPolicy:
             self.blocked_until = t + self.latency - 1e-9  # fake time is a float sum of DT steps
             self.clock.wait_until(self.blocked_until, timeout=30)
             self.blocked_until = None
-        return ActionChunk(actions, t_rel)
+        return ActionChunk(actions, t_rel if self.times is None else self.times(j, t_rel))
 
 
 class Harness:
     def __init__(self, policy: StubPolicy, config: ServerConfig, max_step: float = 0.03, start_pos=None,
-                 bound: float = 3.0):
+                 bound: float = 3.0, names=None):
         self.clock = policy.clock
         self.policy = policy
         self.limits = SafetyLimits(np.full(A, -bound), np.full(A, bound), np.full(A, max_step))
-        self.server = PolicyServer(policy, config, self.limits, self.clock)
+        self.server = PolicyServer(policy, config, self.limits, self.clock, action_names=names)
         self.pos = np.zeros(A) if start_pos is None else np.asarray(start_pos, dtype=np.float64)
         self.camera_ok = True
         self.frame_index = 0
@@ -487,3 +489,117 @@ def test_clamps_are_told_apart_limit_from_step():
     assert st.clamps_by_dim[3] == st.limit_clamps and st.clamps_by_dim[0] == 16
     assert st.clamps_by_dim[1] == st.clamps_by_dim[2] == 0
     assert st.lines()[4].startswith("safety clamps: limits 79 (up to 0.02 outside), steps 16; most in dims 3 (79)")
+
+
+# ------------------------------------------------------------------ absurd actions, absurd times
+
+NAMES = ("left_follower.shoulder", "left_follower.gripper", "right_follower.shoulder", "right_follower.gripper")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("bad", [1e6, 1e300, -1e300, np.nan])
+def test_an_absurd_action_drops_its_chunk_holds_reports_and_the_next_chunk_runs(bad):
+    """One action of one chunk far outside the joint range: clamping it would drive the arm to
+    its limit. The chunk is dropped before any of its actions runs, the arm holds, the fault
+    names the dim, the value and the limit, and the next (good) chunk is executed."""
+    clock = FakeClock(T0)
+
+    def fn(j, t, t_rel):
+        a = offset_chunks(j, t, t_rel)
+        if j == 2:
+            a[4:, 2] = bad  # from the second action due after arrival on
+        return a
+
+    policy = StubPolicy(clock, fn, horizon=30, n_action_steps=10, latency=0.06, dtype=np.float64)
+    with Harness(policy, ServerConfig(mode="async"), start_pos=smooth(np.array([T0]))[0], names=NAMES) as h:
+        res = h.run(80)
+        events = h.server.drain_events()
+    cmds = np.array([r.command for r in res])
+    assert np.isfinite(cmds).all()
+    # Never toward the +-3 limit: dim 2 stays near the reference (holds lag it by a few ticks)
+    # and never moves a full safety step (a clamped 1e6 would move 0.03 per tick toward +3).
+    ref = smooth(np.array([r.t for r in res]))
+    assert np.abs(cmds - ref).max() <= 0.08
+    assert steps(cmds).max() < 0.03 - 1e-6
+    st = h.server.stats()
+    nan = np.isnan(bad)
+    reason, kind = ("invalid_action", "invalid_action") if nan else ("action_beyond_limit", "limit_fault")
+    assert (st.invalid_chunks, st.limit_faults) == ((1, 0) if nan else (0, 1))
+    faulted = [i for i, r in enumerate(res) if r.reason == reason]
+    assert faulted and all(r.held for r in res if r.reason == reason)
+    bad_i = faulted[0]
+    np.testing.assert_array_equal(res[bad_i].command, res[bad_i - 1].command)  # holds the present pose
+    (ev,) = [e for e in events if e.kind == kind]
+    assert ev.detail.startswith(f"right_follower.shoulder (action dim 2) = {bad:.4g} in action 4 of 30")
+    if not nan:
+        assert f"{'upper' if bad > 0 else 'lower'} limit {3.0 if bad > 0 else -3.0:.4g}" in ev.detail
+    assert "chunk dropped" in ev.detail and "fault 1 of 3" in ev.detail
+    assert st.last_fault == ev.detail
+    # The next (good) chunk: 3 ticks of inference later it runs, through the resume ramp.
+    resumed = next(i for i in range(bad_i, len(res)) if not res[i].held)
+    assert resumed - bad_i <= 5
+    assert all(not r.held for r in res[resumed:])
+    assert h.server.fault == ""
+
+
+@pytest.mark.timeout(60)
+def test_repeated_absurd_chunks_stop_the_episode_until_reset():
+    clock = FakeClock(T0)
+
+    def fn(j, t, t_rel):
+        a = offset_chunks(j, t, t_rel)
+        if 1 <= j <= 3:
+            a[3, 0] = 1e6
+        return a
+
+    policy = StubPolicy(clock, fn, horizon=30, n_action_steps=10, latency=0.06, dtype=np.float64)
+    cfg = ServerConfig(mode="async", max_chunk_faults=3)
+    with Harness(policy, cfg, start_pos=smooth(np.array([T0]))[0], names=NAMES) as h:
+        res = h.run(60)
+        events = h.server.drain_events()
+        assert h.server.fault == "stopped_after_faults"
+        assert len(policy.calls) == 4  # one good chunk, three absurd ones, then no more inference
+        h.server.reset()
+        after = h.run(20)
+    cmds = np.array([r.command for r in res + after])
+    assert np.abs(cmds).max() <= 0.2 + 0.02 + 1e-9
+    kinds = [e.kind for e in events]
+    assert kinds.count("limit_fault") == 3 and kinds.count("episode_stopped") == 1
+    stop = next(e for e in events if e.kind == "episode_stopped")
+    assert "3 chunks dropped" in stop.detail and "reset()" in stop.detail
+    assert res[-1].held and res[-1].reason == "stopped_after_faults"
+    st = h.server.stats()
+    assert st.limit_faults == 3 and "left_follower.shoulder" in st.last_fault
+    # reset() starts a new episode: the fault count starts over and good chunks run again.
+    assert not after[-1].held
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("times, match", [
+    (lambda t: t + 3600.0, "starts 3600 s after"),
+    (lambda t: t - 3600.0, "starts 3600 s before"),
+    (lambda t: t[::-1].copy(), "not increasing"),
+    (lambda t: t * 100.0, "spans 58 s"),
+    (lambda t: np.r_[t[:-1], np.inf], "not finite"),
+])
+def test_a_chunk_with_absurd_times_is_rejected_and_the_previous_plan_goes_on(times, match):
+    """A chunk whose t_rel lies an hour ahead would wait as pending forever (the server held
+    for the rest of the run); one whose times run backwards or stretch over a minute is no
+    plan either. It is rejected and reported; the current chunk goes on; the next one runs."""
+    clock = FakeClock(T0)
+    policy = StubPolicy(clock, offset_chunks, horizon=30, n_action_steps=10, latency=0.06,
+                        times=lambda j, t: times(t) if j == 2 else t)
+    with Harness(policy, ServerConfig(mode="async"), start_pos=smooth(np.array([T0]))[0], names=NAMES) as h:
+        res = h.run(100)
+        events = h.server.drain_events()
+    st = h.server.stats()
+    first = next(i for i, r in enumerate(res) if not r.held)
+    assert all(not r.held for r in res[first:])  # never held: the previous plan covered the gap
+    assert st.rejected_chunks == 1 and st.invalid_chunks == 0
+    (ev,) = [e for e in events if e.kind == "rejected_chunk"]
+    assert match in ev.detail and "t_rel" in ev.detail
+    assert st.last_fault == ev.detail
+    # Chunks after the rejected one were received and took over.
+    assert len(policy.calls) >= 8
+    assert st.chunks_started == st.chunks_received >= len(policy.calls) - 2
+    assert h.server.fault == ""

@@ -172,3 +172,86 @@ def test_config_from_dict_and_validation():
         ServerConfig(rate_hz=0)
     with pytest.raises(ConfigError, match="unknown key 'blend'"):
         from_dict(ServerConfig, {"blend": 3})
+
+
+# ------------------------------------------------------------------ chunk rules (checked before the grid)
+
+
+def rules(tol=0.1):
+    from duet.hardware.safety import SafetyLimits
+    from duet.policy.server import ChunkRules
+
+    return ChunkRules(SafetyLimits(np.array([-1.0, 0.0]), np.array([1.0, 1.0]), np.array([0.1, 0.1])),
+                      margin=np.array([0.2, 0.1]), control_dt=DT, time_tolerance_s=tol)
+
+
+def two_dim(n=10, t_rel=None, override=None):
+    a = np.zeros((n, 2))
+    a[:, 1] = 0.5
+    for (i, j), v in (override or {}).items():
+        a[i, j] = v
+    return ActionChunk(a, np.arange(n) * DT if t_rel is None else np.asarray(t_rel, dtype=np.float64))
+
+
+def test_chunk_rules_accept_a_policy_chunk_with_small_excesses():
+    rules().check(two_dim(), latency_s=0.3)
+    rules().check(ActionChunk(np.array([[1.15, 1.05], [-1.19, -0.09]]), np.array([0.0, DT])), latency_s=0.0)
+    # A policy may shift its chunk by its expected latency: the start may lag up to latency + tolerance.
+    rules().check(two_dim(t_rel=0.35 + np.arange(10) * DT), latency_s=0.3)
+
+
+@pytest.mark.parametrize("value, dim, limit", [(1e6, 0, "upper limit 1"), (1e300, 0, "upper limit 1"),
+                                               (-1e300, 1, "lower limit 0"), (1.25, 1, "upper limit 1")])
+def test_chunk_rules_fault_an_action_beyond_a_limit_by_more_than_the_margin(value, dim, limit):
+    from duet.policy.server.scheduler import ChunkTimeError, fault_detail
+
+    with pytest.raises(InvalidChunk) as e:
+        rules().check(two_dim(override={(4, dim): value}), latency_s=0.0)
+    assert not isinstance(e.value, ChunkTimeError)
+    f = e.value.fault
+    assert (f.joint, f.row, f.value) == (dim, 4, value)
+    detail = fault_detail(f, ["left.elbow", "left.gripper"], np.array([0.2, 0.1]), 10)
+    assert detail.startswith(["left.elbow", "left.gripper"][dim] + f" (action dim {dim}) = {value:.4g}")
+    assert limit in detail and "action 4 of 10" in detail
+
+
+def test_chunk_rules_name_a_non_finite_action():
+    from duet.policy.server.scheduler import fault_detail
+
+    with pytest.raises(InvalidChunk) as e:
+        rules().check(two_dim(override={(2, 1): np.nan}), latency_s=0.0)
+    assert fault_detail(e.value.fault, None, np.array([0.2, 0.1]), 10) == "action dim 1 = nan in action 2 of 10"
+
+
+@pytest.mark.parametrize("t_rel, match", [
+    (3600 + np.arange(10) * DT, "starts 3600 s after"),
+    (-3600 + np.arange(10) * DT, "starts 3600 s before"),
+    (np.arange(10)[::-1] * DT, "not increasing"),
+    (np.r_[np.arange(9) * DT, 0.16], "not increasing"),
+    (np.r_[np.arange(9) * DT, np.inf], "not finite"),
+    (np.arange(10) * DT * 100, "spans 18 s"),
+])
+def test_chunk_rules_reject_times_outside_the_chunks_span(t_rel, match):
+    from duet.policy.server.scheduler import ChunkTimeError
+
+    with pytest.raises(ChunkTimeError, match=match):
+        rules().check(two_dim(t_rel=t_rel), latency_s=0.2)
+
+
+def test_chunk_rules_start_tolerance_is_measured_from_the_inference():
+    from duet.policy.server.scheduler import ChunkTimeError
+
+    late = two_dim(t_rel=0.5 + np.arange(10) * DT)
+    rules().check(late, latency_s=0.45)
+    with pytest.raises(ChunkTimeError, match="starts 0.5 s after"):
+        rules().check(late, latency_s=0.1)
+
+
+def test_config_validates_fault_fields():
+    assert ServerConfig().limit_fault_margin > 0 and ServerConfig().max_chunk_faults >= 1
+    with pytest.raises(ConfigError, match="limit_fault_margin must be >= 0"):
+        ServerConfig(limit_fault_margin=-0.1)
+    with pytest.raises(ConfigError, match="chunk_time_tolerance_s must be >= 0"):
+        ServerConfig(chunk_time_tolerance_s=-1)
+    with pytest.raises(ConfigError, match="max_chunk_faults must be >= 0"):
+        ServerConfig(max_chunk_faults=-1)

@@ -5,7 +5,10 @@ Subscribes  /<follower>/joint_states         sensor_msgs/JointState (the rig's f
 Publishes   /<follower>/command              sensor_msgs/JointState, stamped with the tick time
             /policy/state                    std_msgs/String (idle, running; latched)
             /policy/events                   std_msgs/String (watchdog faults, resumes, NaN chunks,
-                                             late chunks, deadline misses)
+                                             chunks dropped for an action beyond a joint limit or
+                                             rejected for their t_rel (naming arm.joint, value, limit),
+                                             the episode stopped after repeated faults, late chunks,
+                                             deadline misses)
             /diagnostics                     loop rate / period error, server statistics
 Services    /policy/start   reset the policy (episode start) and start commanding (std_srvs/Trigger)
             /policy/stop    stop commanding; each arm node holds its last command
@@ -71,14 +74,15 @@ class PolicyNodeConfig:
             raise ConfigError("policy node: rt_priority must be within 0..99")
 
 
-def follower_limits(rig, followers: list[str], use_mock: bool) -> tuple[SafetyLimits, list[int]]:
-    """Safety limits of the followers (their features, without connecting) and their joint counts."""
+def follower_limits(rig, followers: list[str], use_mock: bool) -> tuple[SafetyLimits, list[int], list[str]]:
+    """Safety limits of the followers (their features, without connecting), their joint counts
+    and the action dims' names ("left_follower.elbow", for fault reports)."""
     from duet.hardware.factory import make_arm
 
     feats = [make_arm(rig, name, use_mock).features for name in followers]
     limits = SafetyLimits(np.concatenate([f.lower for f in feats]), np.concatenate([f.upper for f in feats]),
                           np.concatenate([f.max_step for f in feats]))
-    return limits, [len(f.joint_names) for f in feats]
+    return limits, [len(f.joint_names) for f in feats], [f"{f.name}.{j}" for f in feats for j in f.joint_names]
 
 
 class PolicyNode(Node):
@@ -96,10 +100,10 @@ class PolicyNode(Node):
         self.policy = load_policy(cfg.checkpoint, cfg.device, bf16=cfg.bf16, channels_last=cfg.channels_last)
         for cam in self.policy.camera_names:
             self.rig.camera(cam)  # a policy camera the rig lacks: one-line error
-        limits, self.sizes = follower_limits(self.rig, self.followers, cfg.use_mock_hardware)
+        limits, self.sizes, names = follower_limits(self.rig, self.followers, cfg.use_mock_hardware)
         self.clock = MonotonicClock()
         self.mapper = convert.TimeMapper()
-        self.server = PolicyServer(self.policy, cfg.server, limits, self.clock)
+        self.server = PolicyServer(self.policy, cfg.server, limits, self.clock, action_names=names)
 
         self._lock = threading.Lock()
         self._states: dict[str, JointState] = {}
