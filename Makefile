@@ -56,7 +56,7 @@ demo: setup
 	$(VENV)/bin/duet demo
 
 test: setup
-	$(PY) -m pytest -m "not hardware and not gpu" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not hardware and not gpu" --hypothesis-profile=$(or $(HYPOTHESIS_PROFILE),ci) $(PYTEST_ARGS)
 
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
