@@ -1,10 +1,12 @@
 """MotorBus: one Dynamixel Protocol 2.0 bus (one U2D2 / USB-serial adapter), on dynamixel_sdk.
 
-The packet layer is dynamixel_sdk's (PortHandler, PacketHandler(2.0), GroupSyncRead,
-GroupSyncWrite); this class adds what a 50 Hz control loop needs around it:
+The packet layer is dynamixel_sdk's (PortHandler, Protocol 2.0 packet handler, GroupSyncRead,
+GroupSyncWrite) with its byte stuffing replaced (StuffedPacketHandler: the SDK 4.1.0 sends
+packets that need stuffing unstuffed); this class adds what a 50 Hz control loop needs around it:
 
-- bounded retries per transaction (RetryPolicy), counted in `stats`, and one-line errors
-  naming the arm, joint, servo ID and port (hardware/dynamixel/errors.py);
+- bounded retries per transaction (RetryPolicy) after a lost or corrupt status packet or a
+  CRC-error status (the servo got our instruction corrupted), counted in `stats`, and one-line
+  errors naming the arm, joint, servo ID and port (hardware/dynamixel/errors.py);
 - one GroupSyncRead over the contiguous span of the requested fields (present current,
   velocity, position: addresses 126..135) for all motors per tick, decoded to signed int64
   arrays with the capture time taken right after the status packets arrived;
@@ -35,9 +37,17 @@ from dynamixel_sdk import (
     COMM_SUCCESS,
     GroupSyncRead,
     GroupSyncWrite,
-    PacketHandler,
     PortHandler,
 )
+from dynamixel_sdk.protocol2_packet_handler import (
+    PKT_ID,
+    PKT_INSTRUCTION,
+    PKT_LENGTH_H,
+    PKT_LENGTH_L,
+    TXPACKET_MAX_LEN,
+    Protocol2PacketHandler,
+)
+from dynamixel_sdk.robotis_def import COMM_PORT_BUSY, COMM_TX_ERROR, COMM_TX_FAIL
 
 from duet.clock import Clock, MonotonicClock
 from duet.errors import ConfigError
@@ -47,6 +57,7 @@ from .errors import (
     ALERT_BIT,
     BusCommError,
     DynamixelError,
+    InstructionCrcError,
     ModelMismatchError,
     PortError,
     ServoHardwareError,
@@ -56,6 +67,7 @@ from .errors import (
     one_line,
     where,
 )
+from .protocol import StatusError, encode_packet, unstuff
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +79,48 @@ FIELDS: dict[str, Register] = {
 }
 _SIGNED_DTYPES = {1: np.dtype("<i1"), 2: np.dtype("<i2"), 4: np.dtype("<i4")}
 _UNSIGNED_DTYPES = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4")}
+# Attempt failure code of a CRC-error status (beside the SDK's COMM_* codes, which are <= 0).
+_STATUS_CRC = 1003
+
+
+class StuffedPacketHandler(Protocol2PacketHandler):
+    """dynamixel_sdk's Protocol 2.0 packet handler with byte stuffing done per the e-manual.
+
+    dynamixel_sdk 4.1.0 gets stuffing wrong both ways:
+    - txPacket calls addStuffing(txpacket) and drops its return value; when stuffing lengthens
+      the packet, addStuffing builds a new list, so the packet goes out unstuffed with the
+      unstuffed LEN and CRC (any write whose parameters hold FF FF FD: the servo sees a header
+      inside the packet and drops or misreads it);
+    - removeStuffing compacts the packet in place but tests later bytes against the already
+      shifted ones, so a status packet holding FF FF FD .. FF FD FD loses a real FD (e.g.
+      params FF FF FD FF FD FD read back as FF FF FD FF FD + one CRC byte), with COMM_SUCCESS.
+    Both are replaced with protocol.encode_packet / unstuff; everything else, reception
+    included, is the SDK's. Every transaction of MotorBus goes through here.
+    """
+
+    def txPacket(self, port, txpacket):
+        if port.is_using:
+            return COMM_PORT_BUSY
+        port.is_using = True
+        length = txpacket[PKT_LENGTH_L] | (txpacket[PKT_LENGTH_H] << 8)  # INST .. CRC, unstuffed
+        packet = encode_packet(txpacket[PKT_ID], bytes(txpacket[PKT_INSTRUCTION : PKT_INSTRUCTION + length - 2]))
+        if len(packet) > TXPACKET_MAX_LEN:
+            port.is_using = False
+            return COMM_TX_ERROR
+        port.clearPort()
+        if port.writePort(packet) != len(packet):
+            port.is_using = False
+            return COMM_TX_FAIL
+        return COMM_SUCCESS
+
+    def removeStuffing(self, packet):
+        length = packet[PKT_LENGTH_L] | (packet[PKT_LENGTH_H] << 8)  # INST .. CRC, as received
+        end = PKT_INSTRUCTION + length
+        body = unstuff(bytes(packet[PKT_INSTRUCTION : end - 2]))
+        out = list(packet[:PKT_INSTRUCTION]) + list(body) + list(packet[end - 2 :])
+        length = len(body) + 2
+        out[PKT_LENGTH_L], out[PKT_LENGTH_H] = length & 0xFF, length >> 8
+        return out
 
 
 @dataclass(frozen=True)
@@ -153,7 +207,7 @@ class MotorBus:
         self._index: dict[int, int] = {m.id: k for k, m in enumerate(self.motors)}
         self.models: list[ModelInfo] = [MODELS[m.model] for m in self.motors]
         self._ph: PortHandler | None = None
-        self._pkt = PacketHandler(2.0)
+        self._pkt = StuffedPacketHandler()
         self._lock_fd: int | None = None
         self._lock = threading.RLock()
         self._reads: dict[tuple[int, int, tuple[int, ...]], GroupSyncRead] = {}
@@ -165,7 +219,8 @@ class MotorBus:
             "retries": 0,  # extra attempts
             "failures": 0,  # transactions that failed after every attempt
             "timeouts": 0,  # attempts with a missing status packet
-            "crc_errors": 0,  # attempts with a corrupt status packet
+            "crc_errors": 0,  # attempts with a corrupt packet: status CRC mismatch, or a CRC-error status
+            "instruction_crc_errors": 0,  # of those: a servo reported our instruction corrupted (error 3)
             "hardware_errors": 0,  # hardware alerts raised
             "last_error": "",
         }
@@ -347,20 +402,36 @@ class MotorBus:
                     st["timeouts"] += 1
                 elif f.code == COMM_RX_CORRUPT:
                     st["crc_errors"] += 1
+                elif f.code == _STATUS_CRC:
+                    st["crc_errors"] += 1
+                    st["instruction_crc_errors"] += 1
         st["failures"] += 1
         assert failure is not None
         idtext = _ids_text(ids)
+        if failure.code == _STATUS_CRC:
+            cls, fix = InstructionCrcError, ("noise corrupts the instructions: check the bus cable and its connectors, "
+                                             "and that no other program or device transmits on this bus")
+        else:
+            cls, fix = BusCommError, "check the bus cable and the servos' power"
         msg = (
             f"{where(self.label, port=self.port)}: {what} with {idtext} failed {self.retry.attempts} times "
-            f"(last: {failure.detail}): check the bus cable and the servos' power "
+            f"(last: {failure.detail}): {fix} "
             f"[transactions {st['transactions']}, retries {st['retries']}, failures {st['failures']}, "
             f"timeouts {st['timeouts']}, crc errors {st['crc_errors']}]"
         )
         st["last_error"] = msg
-        raise BusCommError(msg, arm=self.label, ids=tuple(ids), counters=st)
+        raise cls(msg, arm=self.label, ids=tuple(ids), counters=st)
+
+    def _who(self, motor_id: int | None) -> str:
+        return f"ID {motor_id} ({self._by_id[motor_id].name})" if motor_id in self._by_id else f"ID {motor_id}"
+
+    def _check_crc_status(self, err: int, motor_id: int) -> None:
+        """A status packet with error 3: the servo got the instruction corrupted -> retry."""
+        if err & 0x7F == StatusError.CRC:
+            raise _AttemptFailed(_STATUS_CRC, f"{self._who(motor_id)} reported a CRC error in the instruction packet")
 
     def _comm_fail(self, code: int, motor_id: int | None) -> _AttemptFailed:
-        who = f"ID {motor_id} ({self._by_id[motor_id].name})" if motor_id in self._by_id else f"ID {motor_id}"
+        who = self._who(motor_id)
         if code == COMM_RX_TIMEOUT:
             detail = f"no status packet from {who}"
         elif code == COMM_RX_CORRUPT:
@@ -424,6 +495,7 @@ class MotorBus:
                 data, code, err = pkt.readRx(ph, i, length)
                 if code != COMM_SUCCESS:
                     raise self._comm_fail(code, i)
+                self._check_crc_status(err, i)
                 if len(data) != length:
                     raise _AttemptFailed(COMM_RX_CORRUPT, f"short status packet from ID {i}")
                 if err & 0x7F:
@@ -473,6 +545,7 @@ class MotorBus:
                 data, code, err = self._pkt.readTxRx(ph, motor_id, reg.address, reg.size)
                 if code != COMM_SUCCESS:
                     raise self._comm_fail(code, motor_id)
+                self._check_crc_status(err, motor_id)
                 if err & 0x7F:
                     raise self._instruction_error(f"read of {reg.name}", motor_id, err)
                 if len(data) < reg.size:
@@ -493,6 +566,7 @@ class MotorBus:
                 code, err = self._pkt.writeTxRx(ph, motor_id, reg.address, reg.size, payload)
                 if code != COMM_SUCCESS:
                     raise self._comm_fail(code, motor_id)
+                self._check_crc_status(err, motor_id)
                 return err
 
             err = self._transact(f"write of {reg.name}", [motor_id], attempt)
@@ -595,6 +669,7 @@ class MotorBus:
                 code, err = self._pkt.reboot(ph, motor_id)
                 if code != COMM_SUCCESS:
                     raise self._comm_fail(code, motor_id)
+                self._check_crc_status(err, motor_id)
 
             self._transact("reboot", [motor_id], attempt)
             deadline = self._clock.now() + boot_timeout_s
@@ -624,6 +699,7 @@ class MotorBus:
             number, code, err = self._pkt.ping(ph, motor_id)
             if code != COMM_SUCCESS:
                 raise self._comm_fail(code, motor_id)
+            self._check_crc_status(err, motor_id)
             return number, err
 
         return self._transact("ping", [motor_id], attempt)

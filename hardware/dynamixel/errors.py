@@ -111,6 +111,12 @@ class BusCommError(DynamixelError):
         self.counters = dict(counters or {})
 
 
+class InstructionCrcError(BusCommError):
+    """A transaction whose last attempt was answered with a CRC-error status (error 3): the
+    servo received our instruction packet corrupted (noise, a bad connector, a second
+    transmitter on the bus). Retried like a lost packet before it is raised."""
+
+
 class ServoHardwareError(DynamixelError):
     """A servo reports a hardware error (the alert bit of its status packets is set).
 

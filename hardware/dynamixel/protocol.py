@@ -1,9 +1,10 @@
 """Dynamixel Protocol 2.0 packet codec: CRC-16, byte stuffing, packet encode / stream decode,
 and wire-time arithmetic.
 
-The driver (hardware/dynamixel/bus.py) uses dynamixel_sdk's packet layer; this module is the
-servo side of the wire for the fake bus (hardware/mock/fake_dynamixel.py) and the packet-size
-arithmetic for benchmarks. Packet layout::
+The driver (hardware/dynamixel/bus.py) uses dynamixel_sdk's packet layer with its byte stuffing
+replaced by stuff / unstuff below (the SDK's is defective, see bus.StuffedPacketHandler); this
+module is also the servo side of the wire for the fake bus (hardware/mock/fake_dynamixel.py) and
+the packet-size arithmetic for benchmarks. Packet layout::
 
     FF FF FD 00 | ID | LEN_L LEN_H | INST | PARAMS... | CRC_L CRC_H      (instruction)
     FF FF FD 00 | ID | LEN_L LEN_H | 0x55 | ERR | PARAMS... | CRC_L CRC_H (status)
@@ -91,7 +92,9 @@ def stuff(payload: bytes | bytearray) -> bytes:
 
 
 def unstuff(field: bytes | bytearray) -> bytes:
-    """Inverse of stuff: drop the FD that follows each FF FF FD."""
+    """Inverse of stuff: drop the FD that follows each FF FF FD. A field that is not validly
+    stuffed (an FF FF FD not followed by FD) is returned with that sequence as is; see
+    is_stuffed."""
     if b"\xff\xff\xfd\xfd" not in field:
         return bytes(field)
     out = bytearray()
@@ -104,6 +107,12 @@ def unstuff(field: bytes | bytearray) -> bytes:
             continue
         i += 1
     return bytes(out)
+
+
+def is_stuffed(field: bytes | bytearray) -> bool:
+    """True if `field` (INST .. PARAMS as sent) is validly stuffed: every FF FF FD in it is
+    followed by the stuffing FD. An unstuffed FF FF FD is a header inside the packet."""
+    return b"\xff\xff\xfd" not in field or stuff(unstuff(field)) == bytes(field)
 
 
 def encode_packet(dxl_id: int, payload: bytes | bytearray) -> bytes:
@@ -134,6 +143,7 @@ class Packet:
     error: int | None = None
     crc_ok: bool = True
     raw: bytes = b""
+    stuffing_ok: bool = True  # False: an FF FF FD without its stuffing FD (params as received)
 
     @property
     def is_status(self) -> bool:
@@ -144,24 +154,42 @@ class PacketReader:
     """Incremental decoder of a byte stream into packets.
 
     feed(data) returns the complete packets found; bytes before a header are skipped, a
-    packet whose CRC does not match comes back with crc_ok=False (its params undecoded).
+    packet whose CRC does not match comes back with crc_ok=False (its params undecoded), one
+    whose INST .. PARAMS field is not validly stuffed with stuffing_ok=False.
     `max_length` bounds LEN so a corrupted length cannot stall the stream forever.
+
+    Inter-byte timeout (like a servo's receiver): with `inter_byte_timeout_s` set and feed()
+    given the arrival time `now`, a partial packet is dropped when no byte has arrived for
+    longer than the timeout, so a truncated packet (a host killed mid-write, a LEN corrupted
+    upwards) cannot swallow the packets that follow it.
     """
 
-    def __init__(self, max_length: int = 1024):
+    def __init__(self, max_length: int = 1024, inter_byte_timeout_s: float | None = None):
         self._buf = bytearray()
         self.max_length = max_length
+        self.inter_byte_timeout_s = inter_byte_timeout_s
         self.skipped = 0  # bytes dropped while looking for a header
+        self.timed_out = 0  # partial packets dropped by the inter-byte timeout
+        self._last_byte_t: float | None = None
 
     def reset(self) -> None:
         self._buf.clear()
+        self._last_byte_t = None
 
     @property
     def pending(self) -> int:
         return len(self._buf)
 
-    def feed(self, data: bytes | bytearray) -> list[Packet]:
+    def feed(self, data: bytes | bytearray, now: float | None = None) -> list[Packet]:
         buf = self._buf
+        if now is not None:
+            timeout = self.inter_byte_timeout_s
+            if buf and timeout is not None and self._last_byte_t is not None and now - self._last_byte_t > timeout:
+                self.timed_out += 1
+                self.skipped += len(buf)
+                buf.clear()
+            if data:
+                self._last_byte_t = now
         buf.extend(data)
         out: list[Packet] = []
         while True:
@@ -194,12 +222,15 @@ class PacketReader:
             if crc16(raw[:-2]) != crc:
                 out.append(Packet(raw[4], raw[7], b"", None, crc_ok=False, raw=raw))
                 continue
-            payload = unstuff(raw[7:-2])
+            field = raw[7:-2]
+            payload = unstuff(field)
+            ok = is_stuffed(field)
             inst = payload[0]
             if inst == STATUS:
-                out.append(Packet(raw[4], inst, payload[2:], payload[1] if len(payload) > 1 else 0, raw=raw))
+                out.append(Packet(raw[4], inst, payload[2:], payload[1] if len(payload) > 1 else 0, raw=raw,
+                                  stuffing_ok=ok))
             else:
-                out.append(Packet(raw[4], inst, payload[1:], raw=raw))
+                out.append(Packet(raw[4], inst, payload[1:], raw=raw, stuffing_ok=ok))
 
 
 # ----------------------------------------------------------------------------- wire time

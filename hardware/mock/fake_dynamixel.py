@@ -20,6 +20,14 @@ after ``overload_after_s``, like a real servo). Torque off: the shaft stays, or 
 Fault injection (hardware/mock/faults.py) decides per instruction packet: missed packets,
 corrupted status CRCs, latched hardware errors, reboots, added latency.
 
+The receiving side follows the e-manual's Protocol 2.0 reception order (header, ID, LEN bytes,
+CRC over the bytes as sent, then destuffing): an instruction whose CRC does not match is
+answered by the servo it names with a status packet carrying error 3 (CRC error), a broadcast
+one is ignored; an instruction whose parameters hold an FF FF FD without the stuffing FD is
+ignored (counters["bad_stuffing"]); and, like a servo's UART receiver, a partial packet is
+dropped once no byte has arrived for ``inter_byte_timeout_s`` of the injected clock, so a
+truncated packet cannot swallow the packets after it (counters["inter_byte_timeouts"]).
+
 Not modelled: Profile Acceleration (velocity changes are immediate), time-based profiles
 (Drive Mode bit 2), indirect addresses, FAST_SYNC_READ / FAST_BULK_READ (no reply), the
 Bus Watchdog, Protocol 1.0.
@@ -72,6 +80,11 @@ from ..dynamixel.protocol import (
 from .faults import FaultActions, FaultInjector
 
 FIRMWARE_VERSION = 52
+# Gap after which a servo drops a partial packet. ROBOTIS publishes no figure for the X series;
+# 10 ms is longer than any gap inside one packet from a USB-serial adapter (1 ms USB frames) and
+# shorter than the SDK's status timeout (34 ms), so the driver's retry after a swallowed packet
+# is heard.
+INTER_BYTE_TIMEOUT_S = 0.010
 _POSITION_MODES = (OperatingMode.POSITION, OperatingMode.EXTENDED_POSITION, OperatingMode.CURRENT_BASED_POSITION)
 _EXTENDED_RANGE = 1_048_575  # goal position range in the multi-turn modes
 
@@ -470,7 +483,7 @@ class FakePortHandler(PortHandler):
         self._clock = bus.clock
         self._rx = bytearray()
         self._pending: deque[tuple[float, bytes]] = deque()
-        self._reader = PacketReader()
+        self._reader = bus._new_reader()  # the servos' receiver
 
     def openPort(self):
         return self.setBaudRate(self.baudrate)
@@ -479,11 +492,13 @@ class FakePortHandler(PortHandler):
         self._bus._detach(self)
         self.is_open = False
         self.clearPort()
+        self._reader.reset()
 
     def clearPort(self):
+        """Flush the host's input (what the SDK does before each instruction). The servos'
+        receivers keep what they got: a partial packet ends by their inter-byte timeout."""
         self._rx.clear()
         self._pending.clear()
-        self._reader.reset()
 
     def setBaudRate(self, baudrate):
         if self.getCFlagBaud(baudrate) <= 0:
@@ -494,6 +509,7 @@ class FakePortHandler(PortHandler):
         self.baudrate = baudrate
         self.tx_time_per_byte = (1000.0 / baudrate) * 10.0
         self.clearPort()
+        self._reader.reset()
         return True
 
     def _deliver(self) -> None:
@@ -544,7 +560,7 @@ class _PtyServer(threading.Thread):
         tty.setraw(self.slave)
         self.path = os.ttyname(self.slave)
         self._stop_r, self._stop_w = os.pipe()
-        self._reader = PacketReader()
+        self._reader = bus._new_reader()
 
     def baudrate(self) -> int:
         try:
@@ -592,11 +608,12 @@ class FakeDynamixelBus:
     baudrate: the servos' baud rate (the port must be opened at the same rate or they hear
     noise). simulate_wire_time: delay replies by the bytes' wire time at the port's baud
     rate plus each servo's return delay (off by default: replies are immediate).
+    inter_byte_timeout_s: a partial packet is dropped after this long without a byte (None: never).
     """
 
     def __init__(self, servos: dict[int, str], *, clock: Clock | None = None, faults: FaultInjector | None = None,
                  baudrate: int = 1_000_000, simulate_wire_time: bool = False, input_voltage: float = 12.0,
-                 position: int = 2048):
+                 position: int = 2048, inter_byte_timeout_s: float | None = INTER_BYTE_TIMEOUT_S):
         if baudrate not in BAUD_TO_CODE:
             raise ConfigError(
                 f"fake Dynamixel bus: baud rate {baudrate} is not a Dynamixel rate "
@@ -606,9 +623,13 @@ class FakeDynamixelBus:
         self.baudrate = baudrate
         self.faults = faults
         self.simulate_wire_time = simulate_wire_time
+        if inter_byte_timeout_s is not None and not inter_byte_timeout_s > 0:
+            raise ConfigError(f"fake Dynamixel bus: inter_byte_timeout_s must be > 0 or None, got {inter_byte_timeout_s}")
+        self.inter_byte_timeout_s = inter_byte_timeout_s
         self.transactions = 0  # instruction packets received (any ID)
         self.counters: dict[str, int] = {"bad_instruction_crc": 0, "status_packets": 0, "dropped_by_fault": 0,
-                                         "corrupted_by_fault": 0, "wrong_baud": 0}
+                                         "corrupted_by_fault": 0, "wrong_baud": 0, "bad_stuffing": 0,
+                                         "inter_byte_timeouts": 0}
         self._lock = threading.RLock()
         self._t0: float | None = None
         self._servos: dict[int, FakeServo] = {}
@@ -689,11 +710,17 @@ class FakeDynamixelBus:
             if self._attached is handler:
                 self._attached = None
 
+    def _new_reader(self) -> PacketReader:
+        return PacketReader(inter_byte_timeout_s=self.inter_byte_timeout_s)
+
     def _receive(self, reader: PacketReader, data: bytes, baudrate: int) -> list[tuple[float, bytes]]:
         """Bytes from the host -> [(time the replies are available, reply bytes)]."""
         with self._lock:
             out = []
-            for pkt in reader.feed(data):
+            timed_out = reader.timed_out
+            packets = reader.feed(data, self.clock.now())
+            self.counters["inter_byte_timeouts"] += reader.timed_out - timed_out
+            for pkt in packets:
                 reply = self._transaction(pkt, baudrate)
                 if reply is not None:
                     out.append(reply)
@@ -724,7 +751,13 @@ class FakeDynamixelBus:
             self._t0 = now
         self.transactions += 1
         if not pkt.crc_ok:
-            self.counters["bad_instruction_crc"] += 1  # the servos ignore a corrupted instruction
+            self.counters["bad_instruction_crc"] += 1
+            return self._crc_error_reply(pkt, baudrate, now)
+        if not pkt.stuffing_ok:
+            # A header inside the packet: a receiver destuffing per the e-manual gets other
+            # parameters than were meant (ROBOTIS' reference receiver drops that FD and shifts
+            # the rest). The fake ignores it, so the defect shows as a missing effect.
+            self.counters["bad_stuffing"] += 1
             return None
         addressed = self._addressed(pkt)
         actions = (self.faults.decide(self.transactions, now - self._t0, addressed)
@@ -761,6 +794,23 @@ class FakeDynamixelBus:
             delay += wire_time_s(len(pkt.raw) + rx, baudrate)
             delay += sum(self._servos[sid].get(Reg.RETURN_DELAY_TIME) * 2e-6 for sid, _ in replies if sid in self._servos)
         return now + delay, b"".join(chunks)
+
+    def _crc_error_reply(self, pkt: Packet, baudrate: int, now: float) -> tuple[float, bytes] | None:
+        """An instruction whose CRC does not match: the servo its ID names answers with error 3
+        (CRC error, e-manual Protocol 2.0 status packet), when its Status Return Level answers
+        that instruction; a broadcast or an absent ID gets no answer."""
+        s = self._servos.get(pkt.id)
+        if s is None or s.baudrate != baudrate:
+            return None
+        level = 0 if pkt.instruction == Instruction.PING else 1 if pkt.instruction == Instruction.READ else 2
+        if s.table[Reg.STATUS_RETURN_LEVEL.address] < level:
+            return None
+        raw = status_packet(pkt.id, s.error_byte(StatusError.CRC))
+        self.counters["status_packets"] += 1
+        delay = 0.0
+        if self.simulate_wire_time:
+            delay = wire_time_s(len(pkt.raw) + len(raw), baudrate) + s.get(Reg.RETURN_DELAY_TIME) * 2e-6
+        return now + delay, raw
 
     def _dispatch(self, pkt: Packet, listening: set[int], now: float) -> list[tuple[int, bytes]]:
         inst, p, sid = pkt.instruction, pkt.params, pkt.id

@@ -103,8 +103,13 @@ def test_unknown_instruction_and_corrupt_instruction(sdk):
     assert status.error == 2  # instruction error
     bad = bytearray(instruction_packet(1, Instruction.PING))
     bad[-1] ^= 1
-    assert fake._receive(PacketReader(), bytes(bad), 1_000_000) == []  # ignored, like the servo
-    assert fake.counters["bad_instruction_crc"] == 1
+    (reply,) = fake._receive(PacketReader(), bytes(bad), 1_000_000)
+    (status,) = PacketReader().feed(reply[1])
+    assert (status.id, status.error, status.params) == (1, 3, b"")  # e-manual: error 3, CRC error
+    bad_broadcast = bytearray(instruction_packet(0xFE, Instruction.PING))
+    bad_broadcast[-1] ^= 1
+    assert fake._receive(PacketReader(), bytes(bad_broadcast), 1_000_000) == []  # nobody answers
+    assert fake.counters["bad_instruction_crc"] == 2
 
 
 def _bus(fake, clock):
