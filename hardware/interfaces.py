@@ -67,6 +67,21 @@ class Arm(Protocol):
         input voltage (V), hardware error flags. Plain JSON-able values."""
 
 
+@runtime_checkable
+class ArmFaults(Protocol):
+    """Optional for an Arm (the Dynamixel arm has it): a fault state loops can act on."""
+
+    @property
+    def fault(self) -> str:
+        """A latched problem (e.g. a servo's hardware error met by the last read), in one
+        line naming the arm, the servo and the fix; "" when none."""
+
+    def restore_torque(self) -> str:
+        """Followers: re-enable torque where servos lost it (a reboot is silent on the
+        wire), holding the present pose. Returns what was done ("" when nothing was
+        needed); raises when torque cannot be restored."""
+
+
 @dataclass(frozen=True)
 class Frame:
     stamp: float  # capture time on the process monotonic clock (s); hardware time mapped to it when available

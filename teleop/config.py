@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from duet.config import field
 from duet.errors import ConfigError
+from duet.ratewatch import RateWatchConfig
 
 
 @dataclass
@@ -80,6 +81,13 @@ class TeleopConfig:
         0.35, help="pause when a follower stays farther than this from its command (rad / normalized); 0 = off"
     )
     track_error_time_s: float = field(0.5, help="...for this long, s")
+    arm_fault_after_errors: int = field(
+        2, help="an arm whose reads fail this many ticks in a row is faulted: teleop pauses, start is refused "
+                "until it reads again (a latched servo hardware error faults it at once)"
+    )
+    rate_watch: RateWatchConfig = field(
+        factory=RateWatchConfig, help="when the loop's achieved rate is reported (WARN / ERROR) as too low"
+    )
     start_on_launch: bool = field(False, help="start (ramp then mirror) as soon as every arm reports")
     gesture: GestureConfig = field(factory=GestureConfig, help="the close-both-grippers start gesture")
 
@@ -90,6 +98,8 @@ class TeleopConfig:
                      "leader_lost_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"teleop: {name} must be > 0, got {getattr(self, name)}")
+        if self.arm_fault_after_errors < 1:
+            raise ConfigError(f"teleop: arm_fault_after_errors must be >= 1, got {self.arm_fault_after_errors}")
         followers = [p.follower for p in self.pairs]
         leaders = [p.leader for p in self.pairs]
         for names in (followers, leaders):

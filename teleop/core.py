@@ -1,7 +1,7 @@
 """The teleop core: a pure step function shared by the ROS teleop node and plain loops.
 
     core = TeleopCore(cfg, pairs, leaders={name: ArmFeatures}, followers={name: ArmFeatures})
-    result = core.step(now, leader_states, follower_states)
+    result = core.step(now, leader_states, follower_states, arm_faults)
     for name, cmd in result.commands.items(): send cmd.position (stamped cmd.stamp)
 
 Episode state machine::
@@ -24,6 +24,10 @@ Episode state machine::
 - a follower whose measured pose stays farther than ``track_error_limit`` from its command
   for ``track_error_time_s`` (deactivated, faulted, blocked) pauses teleop; the hold and
   any resume then start from where the follower is.
+- an arm fault (``arm_faults``: arm name -> one line from the arm or its loop / node, e.g. a
+  servo's latched overload, reads failing tick after tick) pauses teleop in the same step,
+  with one "arm_fault" event naming the arm and the servo; start is refused while any arm
+  of a pair is faulted ("arm_recovered" when it clears).
 - start / stop / pause come from ``request()`` (services, keyboard, pedal; thread-safe) or
   from the ALOHA gesture (hold both leader grippers closed for ``hold_s``), which starts or
   resumes; it re-arms only after every gripper opened again (hysteresis).
@@ -38,6 +42,7 @@ from __future__ import annotations
 import enum
 import threading
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,7 +67,8 @@ ACTIONS = ("start", "stop", "pause", "toggle")
 @dataclass(frozen=True)
 class TeleopEvent:
     stamp: float  # the step's `now`
-    kind: str  # "state", "gesture", "request", "refused", "leader_stale", "ramp_timeout", "unsafe"
+    kind: str  # "state", "gesture", "request", "refused", "leader_stale", "ramp_timeout", "unsafe",
+    #            "not_following", "arm_fault", "arm_recovered"; loops add "torque", "rate"
     detail: str  # one line for logs / diagnostics
 
     def __str__(self) -> str:
@@ -183,6 +189,8 @@ class TeleopCore:
         self._stale_since: float | None = None
         self._caught: dict[str, np.ndarray] = {}  # ramping: joints that reached the leader
         self._lag_since: dict[str, float] = {}  # follower -> since when it is off its command
+        self._faults: dict[str, str] = {}  # arm -> its fault as reported (faulted arms only)
+        self._arm_names = {n for p in self._pairs for n in (p.leader, p.follower)}
         self._requests: deque[Ticket] = deque()
         self._lock = threading.Lock()
         self._pending_launch_start = cfg.start_on_launch
@@ -196,6 +204,11 @@ class TeleopCore:
     @property
     def followers(self) -> list[str]:
         return [p.follower for p in self._pairs]
+
+    @property
+    def faults(self) -> dict[str, str]:
+        """The arms faulted as of the last step -> their fault line."""
+        return dict(self._faults)
 
     def request(self, action: str, source: str = "api") -> tuple[bool, str]:
         """Queue start / stop / pause / toggle (thread-safe); applied at the next step.
@@ -233,9 +246,13 @@ class TeleopCore:
         now: float,
         leader_states: dict[str, JointState],
         follower_states: dict[str, JointState],
+        arm_faults: Mapping[str, str] | None = None,
     ) -> StepResult:
+        """One tick. arm_faults: arm name -> its fault in one line ("" or absent: healthy),
+        from the arm itself or from the loop / node that reads it."""
         events: list[TeleopEvent] = []
         stale = self._stale_leaders(now, leader_states)
+        self._update_faults(now, arm_faults or {}, events)
 
         requests: list[Ticket] = []
         grippers = None
@@ -303,6 +320,19 @@ class TeleopCore:
                 out.append(p.leader)
         return out
 
+    def _update_faults(self, now: float, arm_faults: Mapping[str, str], events: list[TeleopEvent]) -> None:
+        current = {n: str(d) for n, d in arm_faults.items() if d and n in self._arm_names}
+        for name in sorted(current):
+            if name not in self._faults:  # once per fault (its text may change tick by tick)
+                detail = current[name] if name in current[name] else f"{name}: {current[name]}"
+                events.append(TeleopEvent(now, "arm_fault", detail))
+        for name in sorted(self._faults):
+            if name not in current:
+                events.append(TeleopEvent(now, "arm_recovered", f"{name}: no fault reported any more"))
+        self._faults = current
+        if current and self.state in (TeleopState.RAMPING, TeleopState.MIRRORING):
+            self._transition(now, TeleopState.PAUSED, events, f"arm fault: {', '.join(sorted(current))}")
+
     def _have_followers(self, follower_states: dict[str, JointState]) -> bool:
         return all(p.follower in self._last or p.follower in follower_states for p in self._pairs)
 
@@ -322,6 +352,11 @@ class TeleopCore:
             action = "pause" if state in (TeleopState.MIRRORING, TeleopState.RAMPING) else "start"
         if action == "start":
             if state in (TeleopState.RAMPING, TeleopState.MIRRORING):
+                return
+            if self._faults:
+                name = sorted(self._faults)[0]
+                events.append(TeleopEvent(now, "refused", f"start from {source}: {', '.join(sorted(self._faults))} "
+                                                          f"faulted ({self._faults[name]})"))
                 return
             if stale:
                 events.append(TeleopEvent(now, "refused", f"start from {source}: no fresh sample from {', '.join(stale)}"))

@@ -18,6 +18,12 @@ Connect sequence (torque off while EEPROM items are configured):
 
 health() reads temperatures, voltages and error flags at most once per health_period_s
 (default 1 s), never in the 50 Hz path; bus counters are always current.
+
+Faults: a read that meets a servo's latched hardware error (overload, overheating, ...)
+raises ServoHardwareError and leaves it in `fault` (one line naming the arm, joint, servo ID
+and the fix) until a clean read; restore_torque() re-enables a follower whose servos lost
+torque (a reboot / brown-out is silent on the wire) holding the present pose, or raises.
+disconnect() reaches the safe state despite a latched alert, or raises SafeStateError.
 """
 
 from __future__ import annotations
@@ -33,8 +39,9 @@ from duet.clock import Clock, MonotonicClock
 from duet.errors import DuetError
 from duet.hardware.arm_model import ArmModel
 from duet.hardware.calibration import Calibration, CalibrationError, JointMap
+from duet.hardware.dynamixel.bus import _ids_text
 from duet.hardware.dynamixel.control_table import OperatingMode, Reg, velocity_to_rad_s
-from duet.hardware.dynamixel.errors import DynamixelError
+from duet.hardware.dynamixel.errors import DynamixelError, ServoHardwareError
 from duet.hardware.interfaces import ArmFeatures, JointState
 from duet.hardware.safety import SafetyLimits, safe_command
 
@@ -53,6 +60,11 @@ class ArmNotConnectedError(DuetError):
 
 class ShadowMismatchError(DuetError):
     """A shadow servo does not sit where its primary is."""
+
+
+class SafeStateError(DynamixelError):
+    """disconnect() could not take the arm to its configured safe state (the port is
+    released all the same)."""
 
 
 class DynamixelArm:
@@ -119,6 +131,7 @@ class DynamixelArm:
         self._last_ticks: np.ndarray | None = None  # every servo's position in the last read
         self._health_cache: dict[str, Any] | None = None
         self._health_t = -math.inf
+        self._fault = ""  # the last read's latched hardware error, one line ("" when none)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -138,6 +151,12 @@ class DynamixelArm:
     def torque_enabled(self) -> bool:
         return self._torque
 
+    @property
+    def fault(self) -> str:
+        """A latched servo hardware error met by the last read (one line naming the arm,
+        joint, servo ID and the fix), "" when the last read was clean."""
+        return self._fault
+
     # ------------------------------------------------------------------ connect
     def connect(self, *, for_calibration: bool = False) -> None:
         """Open the bus, configure the servos, load the calibration, go to the role's
@@ -145,6 +164,7 @@ class DynamixelArm:
         (only read_ticks() is available), used by `duet calibrate`."""
         if self.is_connected:
             return
+        self._fault = ""
         # The calibration first: an uncalibrated arm fails before anything is written to it.
         calibration = None if for_calibration else self._load_calibration()
         self.bus.connect()
@@ -267,7 +287,12 @@ class DynamixelArm:
 
     def read(self) -> JointState:
         self._require()
-        sample = self.bus.sync_read(("position", "velocity", "current"))
+        try:
+            sample = self.bus.sync_read(("position", "velocity", "current"))
+        except ServoHardwareError as e:
+            self._fault = str(e)
+            raise
+        self._fault = ""
         vals = sample.values
         self._last_ticks = np.asarray(vals["position"], dtype=np.int64)
         p = self._primary_idx
@@ -300,10 +325,30 @@ class DynamixelArm:
     def set_torque(self, enabled: bool) -> None:
         """Torque on holds the present pose first (never jumps to a stale goal)."""
         self._require(calibrated=enabled)
-        if enabled:
-            self._hold(self._present_ticks_all())
-        self.bus.set_torque(bool(enabled))
+        try:
+            if enabled:
+                self._hold(self._present_ticks_all())
+            self.bus.set_torque(bool(enabled))
+        except ServoHardwareError as e:
+            self._fault = str(e)
+            raise
         self._torque = bool(enabled)
+
+    def restore_torque(self) -> str:
+        """Followers: re-enable torque on servos that lost it (a reboot or brown-out turns it
+        off silently; an error shutdown too), holding the present pose first. One sync read
+        when every servo has torque. Returns what was done in one line ("" when nothing
+        was needed). Raises ServoHardwareError while a servo's hardware error is latched
+        (it refuses torque until rebooted) and BusCommError when the bus fails."""
+        self._require()
+        if self.role != "follower":
+            return ""
+        off = [sid for sid, on in zip(self._servo_ids, self.bus.torque_enabled()) if not on]
+        if not off:
+            return ""
+        self.set_torque(True)
+        return (f"arm {self.name!r}: torque was off on {_ids_text(off)} (a servo reboot or brown-out): "
+                f"re-enabled, holding the present pose")
 
     def health(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -342,22 +387,50 @@ class DynamixelArm:
             if getattr(self.bus, "is_connected", False):
                 self.bus.disconnect()
             return
+        failed: DynamixelError | None = None
         try:
             if self.role == "follower" and self._map is not None and self._torque:
-                self._hold(self._present_ticks_all())
+                self._hold(self._present_ticks_despite_alerts())
                 if self.on_disconnect == "torque_off":
-                    self.bus.set_torque(False)
-                    self._torque = False
+                    self._torque_off_every_servo()
             elif self.role == "leader" or self._calibration_only:
-                self.bus.set_torque(False)
-                self._torque = False
+                self._torque_off_every_servo()
         except DynamixelError as e:
-            log.warning("arm %s: could not reach its safe state on disconnect: %s", self.name, e)
+            failed = e
         finally:
             self._connected = False
             self._last = None
             self._raw_prev = None
             self.bus.disconnect()
+        if failed is not None:
+            mode = "torque off" if self.on_disconnect == "torque_off" or self.role == "leader" else "hold"
+            raise SafeStateError(f"arm {self.name!r}: could not reach its safe state ({mode}) on disconnect "
+                                 f"(the port is released): {failed}")
+
+    def _present_ticks_despite_alerts(self) -> np.ndarray:
+        """Every servo's position; a latched hardware alert does not spoil the data (the
+        sample that carried it is valid)."""
+        try:
+            return self._present_ticks_all()
+        except ServoHardwareError as e:
+            if e.sample is None:
+                raise
+            return np.asarray(e.sample.values["position"], dtype=np.int64)
+
+    def _torque_off_every_servo(self) -> None:
+        """Torque off, one servo at a time so that every servo gets it: a servo with a
+        latched hardware error acknowledges the write (then reports its alert)."""
+        first: DynamixelError | None = None
+        for sid in self._servo_ids:
+            try:
+                self.bus.set_torque(False, [sid])
+            except ServoHardwareError:
+                pass  # written; the alert is the error already latched
+            except DynamixelError as e:
+                first = first or e
+        if first is not None:
+            raise first
+        self._torque = False
 
     def __enter__(self) -> DynamixelArm:
         self.connect()

@@ -423,3 +423,68 @@ def test_drive_mode_comes_from_the_model(rig, clock):
         assert arm.health()["shadow_error_ticks"] == 0 if arm.read() else False
     finally:
         arm.disconnect()
+
+
+def test_disconnect_with_a_latched_overload_still_reaches_torque_off(rig, clock, caplog):
+    arm = _arm(rig, "left_follower", clock)
+    arm.connect()
+    fake = arm.fake_bus
+    fake.servo(9).set_hardware_error({"overload"})  # the gripper shuts down; every status packet alerts
+    with pytest.raises(ServoHardwareError):
+        arm.read()
+    arm.disconnect()  # the configured safe state (torque_off) is reached despite the alert
+    assert not any(fake.servo(s).torque_enabled for s in fake.ids)
+    assert not arm.is_connected and not arm.bus.is_connected
+    assert "could not reach" not in caplog.text
+
+
+def test_a_safe_state_that_cannot_be_reached_is_an_error(rig, clock):
+    from duet.hardware.dynamixel.errors import DynamixelError
+    from duet.hardware.mock.faults import FaultInjector, FaultRule
+
+    arm = _arm(rig, "left_follower", clock)
+    arm.connect()
+    arm.fake_bus.faults = FaultInjector([FaultRule("no_reply", target="all")])  # the bus went dead
+    with pytest.raises(DynamixelError, match="left_follower.*could not reach its safe state") as e:
+        arm.disconnect()
+    assert "\n" not in str(e.value)
+    assert not arm.is_connected and not arm.bus.is_connected  # the port is released all the same
+    arm.disconnect()  # idempotent
+
+
+def test_hardware_error_is_the_arm_fault_until_a_clean_read(rig, clock):
+    arm = _arm(rig, "left_follower", clock)
+    arm.connect()
+    try:
+        assert arm.fault == ""
+        arm.fake_bus.servo(9).set_hardware_error({"overload"})
+        with pytest.raises(ServoHardwareError):
+            arm.read()
+        assert "ID 9" in arm.fault and "overload" in arm.fault and "left_follower" in arm.fault
+        arm.bus.reboot(9)  # clears the latched error (torque comes back off)
+        arm.read()
+        assert arm.fault == ""
+    finally:
+        arm.disconnect()
+
+
+def test_restore_torque_after_a_brown_out_holds_the_present_pose(rig, clock):
+    arm = _arm(rig, "left_follower", clock)
+    arm.connect()
+    try:
+        fake = arm.fake_bus
+        assert arm.restore_torque() == ""  # all on: nothing to do
+        clock.advance(DT)
+        for s in fake.ids:
+            fake.servo(s).reboot(clock.now())
+        for s in (4, 5):  # the elbow sagged (primary and shadow, register frames)
+            fake.servo(s).set_present_position(fake.servo(s).present_position + 150)
+        assert not any(fake.servo(s).torque_enabled for s in fake.ids)
+        msg = arm.restore_torque()
+        assert "left_follower" in msg and "torque" in msg and "IDs 1-9" in msg
+        assert all(fake.servo(s).torque_enabled for s in fake.ids)
+        for s in fake.ids:  # holding where it is, not jumping back to the old goal
+            assert abs(fake.servo(s).goal_position - fake.servo(s).present_position) <= 1
+        assert arm.restore_torque() == ""
+    finally:
+        arm.disconnect()

@@ -418,3 +418,65 @@ def test_follower_not_following_pauses_and_resume_ramps_from_where_it_is():
     res = sim.step()
     assert res.state is TeleopState.RAMPING
     assert res.commands["left_follower"].position[0] == pytest.approx(frozen[0] + 0.01)  # ramp from there
+
+
+def test_arm_fault_pauses_at_once_names_the_arm_and_refuses_start_until_cleared():
+    core = make_core(settle_tolerance=0)
+    sim = Sim(core, [0.0] * 7, [0.0] * 7)
+    core.request("start")
+    sim.step()
+    sim.step()
+    assert core.state is TeleopState.MIRRORING
+    fault = "arm 'right_follower' joint 'gripper' (ID 9) on /dev/x: hardware error overload: reboot the servo"
+
+    def step(faults):
+        sim.clock.advance(DT)
+        now = sim.clock.now()
+        return core.step(now, {n: js(now, q) for n, q in sim.leader.items()},
+                         {n: js(now, q) for n, q in sim.follower.items()}, faults)
+
+    res = step({"right_follower": fault, "left_follower": ""})
+    assert res.state is TeleopState.PAUSED  # the same tick
+    kinds = [e.kind for e in res.events]
+    assert kinds[0] == "arm_fault" and "state" in kinds
+    assert res.events[0].detail == fault  # the arm's own one line (it names the arm and the servo)
+    assert all(c.hold for c in res.commands.values())
+    res = step({"right_follower": fault})
+    assert res.events == []  # reported once
+    core.request("start")
+    res = step({"right_follower": fault})
+    assert res.state is TeleopState.PAUSED
+    assert [e.kind for e in res.events] == ["refused"] and "right_follower" in res.events[0].detail
+    res = step({})
+    assert [e.kind for e in res.events] == ["arm_recovered"] and "right_follower" in res.events[0].detail
+    core.request("start")
+    assert step({}).state in (TeleopState.RAMPING, TeleopState.MIRRORING)  # at the pose already
+    res = step({"left_leader": "arm 'left_leader': 2 failed reads in a row"})  # a leader fault pauses too
+    assert res.state is TeleopState.PAUSED and "left_leader" in res.events[0].detail
+
+
+def test_loop_pauses_after_two_failed_reads_in_a_row():
+    clock = FakeClock(start=0.0)
+    core = make_core(settle_tolerance=0, start_on_launch=True)
+    leaders = {n: FakeArm(features(n, "leader"), clock, [0.1] * 6 + [0.5]) for n in core.leaders}
+    followers = {n: FakeArm(features(n, "follower"), clock, [0.0] * 7) for n in core.followers}
+    events = []
+    loop = TeleopLoop(core, leaders, followers, clock, on_event=events.append)
+    loop.run(duration=1.0)
+    assert core.state is TeleopState.MIRRORING
+
+    def broken():
+        raise OSError("arm 'left_follower': no status packet from ID 3 (elbow)")
+
+    good = followers["left_follower"].read
+    followers["left_follower"].read = broken
+    loop.pacer.wait()
+    assert loop.tick().state is TeleopState.MIRRORING  # one lost read: held, not a fault
+    loop.pacer.wait()
+    res = loop.tick()
+    assert res.state is TeleopState.PAUSED
+    fault = next(e for e in res.events if e.kind == "arm_fault")
+    assert "left_follower" in fault.detail and "ID 3" in fault.detail and "2 failed reads" in fault.detail
+    followers["left_follower"].read = good
+    loop.pacer.wait()
+    assert [e.kind for e in loop.tick().events] == ["arm_recovered"]
