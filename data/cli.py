@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("store")
     q.add_argument("-v", "--verbose", action="store_true", help="one health line per episode")
     q.add_argument("--json", action="store_true", help="print the per-episode metadata as JSON")
+    q.add_argument("--check", action="store_true",
+                   help="verify that every chunk of committed data exists and decodes (exit 1 if not)")
     q = add("plot", _plot, "PNG of an episode's joint positions and commands")
     q.add_argument("store")
     q.add_argument("episode", type=int)
@@ -50,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q = add("split", _split, "one store per task under OUT_DIR")
     q.add_argument("store")
     q.add_argument("out_dir")
-    q = add("recover", _recover, "after a crash: commit (default) or discard the partial episode")
+    q = add("recover", _recover, "after a crash: commit (default) or discard the partial episode; rebuild "
+                                 "damaged metadata files from their copies")
     q.add_argument("store")
     q.add_argument("--discard", action="store_true", help="discard the partial episode instead")
     q = add("push", _push, "merge a local store into a shared store at any fsspec URL")
@@ -103,6 +106,14 @@ def _info(args) -> int:
         print(json.dumps(s.episodes_meta(), indent=2, default=str))
         return 0
     print("\n".join(info_lines(s, verbose=args.verbose)))
+    if args.check:
+        checked, problems = s.check(progress=_progress())
+        for line in problems:
+            print(f"  DAMAGED {line}")
+        if problems:
+            print(f"check: {len(problems)} of {checked} chunks missing or unreadable")
+            return 1
+        print(f"check: all {checked} chunks of committed data present and readable")
     return 0
 
 
@@ -138,10 +149,10 @@ def _drop(args) -> int:
     from duet.data.store import iter_episode_indices
     from duet.data.tools import drop_episodes
 
-    s = _open(args.store, "a")
-    idx = list(iter_episode_indices(args.episodes, s.n_episodes))
-    n = drop_episodes(s, idx, progress=_progress())
-    print(f"dropped {n} episode(s); {s.n_episodes} left")
+    with _open(args.store, "a") as s:
+        idx = list(iter_episode_indices(args.episodes, s.n_episodes))
+        n = drop_episodes(s, idx, progress=_progress())
+        print(f"dropped {n} episode(s); {s.n_episodes} left")
     return 0
 
 
@@ -170,12 +181,21 @@ def _split(args) -> int:
 
 
 def _recover(args) -> int:
-    from duet.data.store import EpisodeStore, StoreError
+    from duet.data.store import EpisodeStore
 
-    try:
-        s = EpisodeStore.open(args.store, "a")
-    except StoreError as e:
-        raise DuetError(str(e)) from None
+    # Refused (one line naming the holder) while a live writer holds the store; holds the
+    # writer lock itself until done.
+    with EpisodeStore.open_for_recovery(args.store) as s:
+        return _recover_locked(s, args)
+
+
+def _recover_locked(s, args) -> int:
+    from duet.data.lock import describe_holder
+
+    if s.lock is not None and s.lock.took_over:
+        print(f"took over the writer lock of {describe_holder(s.lock.took_over)}, which ended without releasing it")
+    for line in s.repairs:
+        print(line)
     res = s.recover(commit=not args.discard)
     if res["action"] == "committed":
         print(f"recovered a partial episode: {res['steps']} steps committed as episode {res['episode']} (flagged)")

@@ -3,7 +3,7 @@ it to a writer worker thread, so the tick never blocks on encoding or disk.
 
 A ROS node (or any loop) only feeds it the latest messages and calls tick(now)::
 
-    rec = Recorder(store, rig=rig_cfg)             # starts the writer thread
+    rec = Recorder(store, rig=rig_cfg)             # starts the writer thread; store opened for writing
     rec.update_joints("left_follower", joint_state)  # from any thread, whenever data arrives
     rec.update_command("left_follower", q_cmd, stamp)
     rec.update_frame("cam_high", frame)
@@ -11,6 +11,11 @@ A ROS node (or any loop) only feeds it the latest messages and calls tick(now)::
     rec.tick(now)                                  # on every 50 Hz tick: O(1), never blocks
     result = rec.stop_episode()                    # waits for the writer, commits
     print(result.line)                             # the episode's health line
+    rec.close()                                    # ends the writer, releases the store's writer lock
+
+The recorder is the store's one writer for its whole life: it needs a store opened for
+writing (EpisodeStore.create / open(path, 'a') / open_or_create, which hold the store's
+writer lock) and close() releases that lock (the store stays readable).
 
 Each tick records, per sensor, the capture stamp of the sample used and its age
 (tick time - stamp). Before an arm's first command the action holds the follower's measured
@@ -81,6 +86,7 @@ class Recorder:
 
     def __init__(self, store: EpisodeStore, clock: Clock | None = None, config: RecorderConfig | None = None,
                  rig: Any = None, calibration_hash: str = ""):
+        store._require_writable()  # the writer lock is held from here to close()
         self.store = store
         self.spec = store.spec
         self.clock = clock or MonotonicClock()
@@ -243,6 +249,7 @@ class Recorder:
         self._q.put(("quit",))
         self._thread.join(timeout=30)
         self._pool.shutdown(wait=True)
+        self.store.close()  # release the writer lock
 
     def __enter__(self) -> Recorder:
         return self

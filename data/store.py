@@ -1,6 +1,7 @@
 """EpisodeStore: the zarr episode store (layout in data/layout.py and data/README.md).
 
-Write path (one writer at a time per store)::
+Write path (one writer per store: a writable open takes the store's writer lock, see
+data/lock.py, held until close() or the end of the process)::
 
     store = EpisodeStore.create(path, layout=DatasetSpec(...))
     with store.episode({"task": "fold"}) as ep:     # commit on exit, discard on exception
@@ -33,6 +34,7 @@ import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync as _zsync
 
+from duet.data.lock import LOCK_NAME, FileLock, LeaseLock, LockHeld, LockUnsupported, WriterLock, describe_holder
 from duet.data.layout import (
     EPISODE_ENDS_CHUNK,
     LAYOUT_NAME,
@@ -58,6 +60,24 @@ FLUSH_PERIOD_S = 1.0
 
 class StoreError(DuetError):
     """A store is missing, foreign, corrupt or incompatible."""
+
+    def __init__(self, *args: Any):
+        # A DataLoader worker's error comes back to the training process re-created from
+        # "Caught X in DataLoader worker process N.\nOriginal Traceback ...\nX: message":
+        # keep the one-line message.
+        if len(args) == 1 and isinstance(args[0], str) and "\nOriginal Traceback" in args[0]:
+            last = [ln for ln in args[0].splitlines() if ln.strip()][-1]
+            head, sep, rest = last.partition(": ")
+            args = (rest if sep and " " not in head else last,)
+        super().__init__(*args)
+
+
+class StoreLockedError(StoreError):
+    """Another writer holds the store (the message names it: host, pid, since, command)."""
+
+
+class DamagedStoreError(StoreError):
+    """Committed data is missing or unreadable (the message names the file and the fix)."""
 
 
 class DiskFullError(StoreError):
@@ -105,6 +125,48 @@ class _Raw:
                 return None
         buf = _zsync(self.zstore.get(key, prototype=default_buffer_prototype()))
         return None if buf is None else buf.to_bytes()
+
+    def delete(self, key: str) -> None:
+        if self.root is not None:
+            with contextlib.suppress(FileNotFoundError):
+                (self.root / key).unlink()
+            return
+        _zsync(self.zstore.delete(key))
+
+    def list_dir(self, prefix: str) -> set[str]:
+        """Names directly under prefix (e.g. the chunk files of an array)."""
+        if self.root is not None:
+            try:
+                return set(os.listdir(self.root / prefix))
+            except FileNotFoundError:
+                return set()
+
+        async def names() -> set[str]:
+            return {n async for n in self.zstore.list_dir(prefix)}
+
+        return _zsync(names())
+
+    def clear(self, keep: str) -> None:
+        """Delete everything in the store except the key `keep` (the writer lock)."""
+        if self.root is not None:
+            import shutil
+
+            for e in os.scandir(self.root) if self.root.exists() else ():
+                if e.name == keep:
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    shutil.rmtree(e.path)
+                else:
+                    os.unlink(e.path)
+            self._dirs.clear()
+            return
+
+        async def keys() -> list[str]:
+            return [k async for k in self.zstore.list()]
+
+        for k in _zsync(keys()):
+            if k != keep:
+                _zsync(self.zstore.delete(k))
 
     def sync(self) -> None:
         """Make everything written so far durable (syncfs on the store's filesystem)."""
@@ -178,25 +240,85 @@ def _is_enospc(e: BaseException) -> bool:
 # ---------------------------------------------------------------------------- the store
 
 
-class EpisodeStore:
-    """A duet episode store (local directory or any fsspec URL)."""
+def _json_or_none(data: bytes | None) -> Any:
+    """Parsed JSON, or None when the bytes are missing or not JSON."""
+    if data is None:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
 
-    def __init__(self, zstore: Any, location: str, mode: str):
+
+def _group_json(attrs: dict[str, Any]) -> bytes:
+    return json.dumps({"attributes": attrs, "zarr_format": 3, "node_type": "group"}, indent=2).encode()
+
+
+def _held_message(loc: str, h: dict[str, Any]) -> str:
+    import socket
+
+    from duet.data.lock import pid_alive
+
+    if h.get("host") == socket.gethostname() and h.get("pid") == os.getpid():
+        return (f"{loc}: this process already holds the store open for writing (an EpisodeStore created or "
+                "opened with mode 'a' and not closed); close() it first")
+    who = describe_holder(h)
+    if h.get("host") == socket.gethostname() and not pid_alive(h.get("pid", -1)):
+        return (f"{loc}: the writer lock is held by a process started by {who}, which has ended: "
+                "a child process it forked keeps the lock; end that process")
+    return f"{loc}: another writer holds this store: {who}; stop it or wait for it to finish (readers need no lock)"
+
+
+def _take_lock(zstore: Any, loc: str) -> WriterLock:
+    """The store's writer lock (data/lock.py), or a one-line error naming the holder."""
+    try:
+        if isinstance(zstore, zarr.storage.LocalStore):
+            return FileLock(Path(zstore.root))
+        raw = _Raw(zstore)
+        return LeaseLock(raw.get, lambda k, d: raw.put(k, d), raw.delete)
+    except LockHeld as e:
+        raise StoreLockedError(_held_message(loc, e.holder)) from None
+    except LockUnsupported as e:
+        raise StoreError(f"{loc}: {e}; record to a local disk") from None
+    except OSError as e:
+        raise StoreError(f"{loc}: cannot create the writer lock {LOCK_NAME} ({e.strerror}); check the "
+                         "directory's permissions") from None
+
+
+def _root_fix(raw: _Raw, loc: str) -> str:
+    """What to do about an unreadable root zarr.json."""
+    meta = _json_or_none(raw.get("meta/zarr.json"))
+    if isinstance(meta, dict) and isinstance(meta.get("attributes", {}).get("layout"), dict):
+        return f"run `duet data recover {loc}`: it rebuilds this file from the layout copy in meta/zarr.json"
+    return (f"restore {loc}/zarr.json from a copy of the store (e.g. the one `duet data push` made): it holds the "
+            "layout and this store keeps no second copy; the data arrays are intact")
+
+
+class EpisodeStore:
+    """A duet episode store (local directory or any fsspec URL).
+
+    A store opened for writing (create, open(mode='a'), open_or_create) holds the store's
+    writer lock until close() (a context manager closes on exit) or the end of the process;
+    a second writer gets StoreLockedError naming the holder. Readers take no lock."""
+
+    def __init__(self, zstore: Any, location: str, mode: str, lock: WriterLock | None = None):
         register_codecs()
         self.location = location
         self.mode = mode
+        self.lock = lock
+        self._closed = False
         self._zstore = zstore
         self._raw = _Raw(zstore)
         self._arrays: dict[str, zarr.Array] = {}
+        self._chunks: dict[str, set[str]] = {}  # per array: chunk file names last listed
         self._writer: EpisodeWriter | None = None
+        self.repairs: list[str] = []  # what open_for_recovery rebuilt
         try:
             self.root = zarr.open_group(store=zstore, mode="r" if mode == "r" else "r+", zarr_format=3)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as e:
             raise StoreError(f"{location}: not a zarr group ({type(e).__name__}); check the path") from None
         except (json.JSONDecodeError, ValueError, KeyError) as e:
-            raise StoreError(
-                f"{location}/zarr.json: unreadable ({e}); the store is corrupt: restore it or run `duet data recover {location}`"
-            ) from None
+            raise DamagedStoreError(f"{location}/zarr.json: unreadable ({e}); {_root_fix(self._raw, location)}") from None
         info = self.root.attrs.get("duet")
         if not isinstance(info, dict) or info.get("layout") != LAYOUT_NAME:
             raise StoreError(
@@ -208,23 +330,39 @@ class EpisodeStore:
                 f"{location}: layout version {info.get('version')} is newer than this duet ({LAYOUT_VERSION}); upgrade duet"
             )
         self.spec = DatasetSpec.from_dict(info["spec"])
+        # Stores created by this duet write every chunk, all-fill ones included, so a
+        # missing chunk is always damage (older stores skipped chunks of zeros).
+        self.complete_chunks = bool(info.get("complete_chunks", False))
         self.refresh()
 
     # ------------------------------------------------------------------ create / open
     @classmethod
     def create(cls, path: str | os.PathLike, layout: DatasetSpec, overwrite: bool = False,
                storage_options: dict | None = None) -> EpisodeStore:
-        """Create an empty store with the given layout (DatasetSpec)."""
+        """Create an empty store with the given layout (DatasetSpec), holding its writer lock."""
         zstore, loc = _open_zarr_store(path, "w", storage_options)
-        if not overwrite:
-            if _Raw(zstore).get("zarr.json") is not None:
-                raise StoreError(f"{loc}: a store already exists here; open it (mode='a') or pass overwrite=True")
+        lock = _take_lock(zstore, loc)
+        try:
+            return cls._create(zstore, loc, layout, overwrite, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _create(cls, zstore: Any, loc: str, layout: DatasetSpec, overwrite: bool, lock: WriterLock) -> EpisodeStore:
+        raw = _Raw(zstore)
+        if overwrite:
+            raw.clear(keep=LOCK_NAME)
+        elif raw.get("zarr.json") is not None:
+            raise StoreError(f"{loc}: a store already exists here; open it (mode='a') or pass overwrite=True")
         register_codecs()
-        root = zarr.open_group(store=zstore, mode="w" if overwrite else "a", zarr_format=3)
-        root.attrs.put({"duet": {"layout": LAYOUT_NAME, "version": LAYOUT_VERSION, "spec": layout.to_dict()}})
+        duet = {"layout": LAYOUT_NAME, "version": LAYOUT_VERSION, "spec": layout.to_dict(), "complete_chunks": True}
+        root = zarr.open_group(store=zstore, mode="a", zarr_format=3)
+        root.attrs.put({"duet": duet})
         data = root.create_group("data")
         meta = root.create_group("meta")
-        meta.attrs.put({"episodes": [], "rigs": {}})
+        # A copy of the layout: `duet data recover` rebuilds a damaged zarr.json from it.
+        meta.attrs.put({"episodes": [], "rigs": {}, "layout": duet})
         meta.create_array("episode_ends", shape=(0,), chunks=(EPISODE_ENDS_CHUNK,), dtype="int64",
                           compressors=None, fill_value=0, chunk_key_encoding=CHUNK_KEYS)
         for key, (shape, dtype) in layout.lowdim_arrays().items():
@@ -240,26 +378,74 @@ class EpisodeStore:
                 data.create_array(key, shape=(0, *shape), chunks=(1, *shape), dtype=dtype,
                                   compressors=zarr.codecs.ZstdCodec(level=3), fill_value=0,
                                   chunk_key_encoding=CHUNK_KEYS)
-        return cls(zstore, loc, "a")
+        return cls(zstore, loc, "a", lock)
 
     @classmethod
     def open(cls, path: str | os.PathLike, mode: str = "r", storage_options: dict | None = None) -> EpisodeStore:
-        """Open a store: mode 'r' (read) or 'a' (read and append)."""
+        """Open a store: mode 'r' (read; no lock) or 'a' (read and append; takes the writer lock)."""
         if mode not in ("r", "a"):
             raise StoreError(f"mode {mode!r}: use 'r' or 'a'")
         zstore, loc = _open_zarr_store(path, mode, storage_options)
-        return cls(zstore, loc, mode)
+        if mode == "r":
+            return cls(zstore, loc, mode)
+        return cls._open_locked(zstore, loc)
+
+    @classmethod
+    def _open_locked(cls, zstore: Any, loc: str, repair: bool = False) -> EpisodeStore:
+        if isinstance(zstore, zarr.storage.LocalStore) and not Path(zstore.root).is_dir():
+            raise StoreError(f"{loc}: no such store (check the path, or create one by recording an episode)")
+        lock = _take_lock(zstore, loc)
+        try:
+            notes = _repair_metadata(_Raw(zstore), loc) if repair else []
+            store = cls(zstore, loc, "a", lock)
+            store.repairs = notes
+            return store
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def open_for_recovery(cls, path: str | os.PathLike, storage_options: dict | None = None) -> EpisodeStore:
+        """Open for writing (`duet data recover`), first rebuilding damaged metadata files
+        from their copies: zarr.json from meta's layout copy, meta/zarr.json from
+        episode_ends, episode_ends from the episode lengths. store.repairs says what was
+        rebuilt (one line each)."""
+        zstore, loc = _open_zarr_store(path, "a", storage_options)
+        return cls._open_locked(zstore, loc, repair=True)
 
     @classmethod
     def open_or_create(cls, path: str | os.PathLike, layout: DatasetSpec,
                        storage_options: dict | None = None) -> EpisodeStore:
-        """Open for appending, creating the store if nothing is there; layouts must match."""
-        zstore, _ = _open_zarr_store(path, "a", storage_options)
-        if _Raw(zstore).get("zarr.json") is None:
-            return cls.create(path, layout, storage_options=storage_options)
-        store = cls.open(path, "a", storage_options)
-        store.check_compatible(layout)
-        return store
+        """Open for appending, creating the store if nothing is there; layouts must match.
+        The writer lock is taken first, so two writers starting together cannot both create."""
+        zstore, loc = _open_zarr_store(path, "a", storage_options)
+        lock = _take_lock(zstore, loc)
+        try:
+            if _Raw(zstore).get("zarr.json") is None:
+                return cls._create(zstore, loc, layout, False, lock)
+            store = cls(zstore, loc, "a", lock)
+            store.check_compatible(layout)
+            return store
+        except BaseException:
+            lock.release()
+            raise
+
+    def close(self) -> None:
+        """Release the writer lock (an episode still being written is discarded). The
+        store stays open for reading."""
+        if self._writer is not None:
+            self._writer.discard()
+        if self.lock is not None:
+            self.lock.release()
+        if self.mode != "r":
+            self._closed = True
+            self.mode = "r"
+
+    def __enter__(self) -> EpisodeStore:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def check_compatible(self, other: DatasetSpec, where: str = "") -> None:
         a, b = self.spec, other
@@ -283,25 +469,37 @@ class EpisodeStore:
     # ------------------------------------------------------------------ reading
     def refresh(self) -> None:
         """Re-read what is committed (another process may be appending)."""
+        loc = self.location
         try:
-            ends_arr = zarr.open_array(store=self._zstore, path="meta/episode_ends", mode="r")
-            self._ends = np.asarray(ends_arr[:], dtype=np.int64)
             meta = zarr.open_group(store=self._zstore, path="meta", mode="r")
             self._meta_attrs = dict(meta.attrs)
-        except (json.JSONDecodeError, ValueError) as e:
-            raise StoreError(
-                f"{self.location}/meta: unreadable ({e}); run `duet data recover {self.location}`"
+        except (json.JSONDecodeError, ValueError, KeyError, TypeError) as e:
+            raise DamagedStoreError(
+                f"{loc}/meta/zarr.json: unreadable ({e}); restore this file from a copy of the store to keep the "
+                f"episodes' metadata, or run `duet data recover {loc}`: it rebuilds it from meta/episode_ends "
+                "(tasks and health are lost, the episodes are flagged)"
             ) from None
-        except (FileNotFoundError, KeyError, zarr.errors.ArrayNotFoundError, zarr.errors.GroupNotFoundError):
-            raise StoreError(f"{self.location}/meta/episode_ends: missing; the store is corrupt (restore it)") from None
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
+            raise DamagedStoreError(f"{loc}/meta/zarr.json: missing; run `duet data recover {loc}`: it rebuilds it "
+                                    "from meta/episode_ends (tasks and health are lost)") from None
         eps = self._meta_attrs.get("episodes", [])
-        if len(eps) < len(self._ends):
-            raise StoreError(
-                f"{self.location}/meta/zarr.json: {len(eps)} episode records for {len(self._ends)} episodes; "
-                "the store is corrupt (restore it)"
+        fix = (f"run `duet data recover {loc}`: it rebuilds it from the episode lengths in meta/zarr.json"
+               if _lengths(eps) is not None else f"restore {loc}/meta from a copy of the store")
+        try:
+            ends_arr = zarr.open_array(store=self._zstore, path="meta/episode_ends", mode="r")
+            ends = np.asarray(ends_arr[:], dtype=np.int64)
+        except (json.JSONDecodeError, ValueError, TypeError, RuntimeError, OSError) as e:
+            raise DamagedStoreError(f"{loc}/meta/episode_ends: unreadable ({type(e).__name__}: {e}); {fix}") from None
+        except (FileNotFoundError, KeyError, zarr.errors.ArrayNotFoundError, zarr.errors.NodeTypeValidationError):
+            raise DamagedStoreError(f"{loc}/meta/episode_ends: missing; {fix}") from None
+        if len(eps) < len(ends):
+            raise DamagedStoreError(
+                f"{loc}/meta/zarr.json: {len(eps)} episode records for {len(ends)} episodes; restore meta/zarr.json "
+                "from a copy of the store"
             )
-        if len(self._ends) and (np.any(np.diff(self._ends) <= 0) or self._ends[0] <= 0):
-            raise StoreError(f"{self.location}/meta/episode_ends: not increasing; the store is corrupt (restore it)")
+        if len(ends) and (np.any(np.diff(ends) <= 0) or ends[0] <= 0):
+            raise DamagedStoreError(f"{loc}/meta/episode_ends: not increasing (a damaged chunk file); {fix}")
+        self._ends = ends
 
     @property
     def n_episodes(self) -> int:
@@ -356,6 +554,8 @@ class EpisodeStore:
                     f"{self.location}/data/{key}/zarr.json: unreadable ({type(e).__name__}); the store is damaged: "
                     "restore it from a copy (`duet data push` keeps one)"
                 ) from None
+            if self.mode != "r":
+                a = a.with_config({"write_empty_chunks": True})  # a missing chunk is always damage
             self._arrays[key] = a
         return a
 
@@ -372,17 +572,98 @@ class EpisodeStore:
         sl = self.episode_slice(i)
         if keys is None:
             keys = [k for k in self.data_keys if images or k not in self.spec.image_arrays()]
-        out = {}
-        for k in keys:
-            arr = self.array(k)
+        return {k: self.read(k, sl) for k in keys}
+
+    def read(self, key: str, sl: slice) -> np.ndarray:
+        """Committed rows sl of data/<key>. A missing chunk (zarr would fill it with zeros)
+        or an unreadable one raises DamagedStoreError naming the file and the episode."""
+        arr = self.array(key)
+        self._check_chunks(key, sl.start, sl.stop)
+        try:
+            return np.asarray(arr[sl])
+        except (ValueError, RuntimeError, OSError, TypeError) as e:
+            raise DamagedStoreError(
+                f"{self.location}/data/{key}: episode {self._episodes_text(sl.start, sl.stop)} has an unreadable chunk "
+                f"({type(e).__name__}: {e}); the store is damaged: {self._damage_fix(sl.start, sl.stop)}"
+            ) from None
+
+    def _chunk_rows(self, key: str) -> tuple[int, int]:
+        """(rows per chunk, dimensions) of data/<key>."""
+        if key in self.spec.image_arrays():
+            return 1, 1 + len(self.spec.image_arrays()[key][0])
+        return LOWDIM_CHUNK, 1 + len(self.spec.lowdim_arrays()[key][0])
+
+    def _check_chunks(self, key: str, a: int, b: int, strict: bool | None = None) -> None:
+        """Raise DamagedStoreError if a chunk file covering committed rows [a, b) is
+        missing. The chunk names are listed once per array, and again on a miss."""
+        b = min(b, self.n_steps)
+        if b <= a:
+            return
+        raw_jpeg = self.spec.image_codec == "jpeg" and key.endswith(".color")
+        if strict is None:
+            strict = self.complete_chunks or raw_jpeg
+        if not strict:
+            return
+        per, nd = self._chunk_rows(key)
+        need = [f"c.{i}" + ".0" * (nd - 1) for i in range(a // per, (b - 1) // per + 1)]
+        names = self._chunks.get(key)
+        if names is None or any(n not in names for n in need):
+            names = self._chunks[key] = self._raw.list_dir(f"data/{key}")
+        missing = [n for n in need if n not in names]
+        if missing:
+            i = int(missing[0].split(".")[1])
+            r0, r1 = i * per, min((i + 1) * per, self.n_steps)
+            if per == 1:
+                e = self._episode_of(r0)
+                what = f"episode {e}, frame {r0 - self.episode_slice(e).start}"
+            else:
+                what = f"steps {r0}..{r1 - 1}: episode {self._episodes_text(r0, r1)}"
+            more = f"; {len(missing) - 1} more chunk(s) of this array missing" if len(missing) > 1 else ""
+            old = "" if self.complete_chunks or raw_jpeg else " (or all zeros: this store predates chunk tracking)"
+            raise DamagedStoreError(
+                f"{self.location}/data/{key}/{missing[0]}: missing{old} ({what}{more}); the store is damaged: "
+                f"{self._damage_fix(r0, r1)}"
+            )
+
+    def _episode_of(self, step: int) -> int:
+        return int(np.searchsorted(self._ends, step, side="right"))
+
+    def _episodes_text(self, a: int, b: int) -> str:
+        e0, e1 = self._episode_of(a), self._episode_of(max(a, b - 1))
+        return f"{e0}" if e0 == e1 else f"{e0}-{e1}"
+
+    def _damage_fix(self, a: int, b: int) -> str:
+        eps = self._episodes_text(a, b)
+        return (f"restore the file from a copy of the store, or drop episode {eps} (`duet data drop {self.location} "
+                f"{eps}`); `duet data info {self.location} --check` lists every damaged chunk")
+
+    def check(self, progress: bool = False) -> tuple[int, list[str]]:
+        """Verify that every chunk of committed data exists and decodes (`duet data info
+        --check`). Returns (chunks checked, one line per problem)."""
+        from tqdm import tqdm
+
+        n, problems, checked = self.n_steps, [], 0
+        for key in tqdm(self.data_keys, desc="check", unit="array", disable=not progress):
             try:
-                out[k] = np.asarray(arr[sl])
-            except (ValueError, RuntimeError, OSError) as e:
-                raise StoreError(
-                    f"{self.location}/data/{k}: episode {i} has an unreadable chunk ({type(e).__name__}: {e}); "
-                    "the store is damaged: restore it from a copy or drop the episode"
-                ) from None
-        return out
+                self.array(key)
+            except StoreError as e:
+                problems.append(str(e))
+                continue
+            per, _ = self._chunk_rows(key)
+            self._chunks[key] = self._raw.list_dir(f"data/{key}")
+            jpeg = self.spec.image_codec == "jpeg" and key.endswith(".color")
+            for a in range(0, n, per):
+                b = min(a + per, n)
+                checked += 1
+                try:
+                    self._check_chunks(key, a, b, strict=True)
+                    if jpeg:
+                        self.read_frames(key[: -len(".color")], [a])
+                    else:
+                        self.read(key, slice(a, b))
+                except DamagedStoreError as e:
+                    problems.append(str(e))
+        return checked, problems
 
     def read_raw_chunk(self, key: str, step: int) -> bytes | None:
         """The stored bytes of one image chunk (a JPEG file for JPEG color arrays)."""
@@ -391,12 +672,12 @@ class EpisodeStore:
 
     def read_frames(self, camera: str, steps: Sequence[int] | np.ndarray) -> np.ndarray:
         """Color frames of a camera at absolute steps, (n, H, W, 3) uint8. JPEG chunks are
-        read as bytes and decoded directly (faster than the generic zarr path)."""
+        read as bytes and decoded directly (faster than the generic zarr path). A missing
+        or undecodable frame raises DamagedStoreError naming the episode and frame."""
         key = f"{camera}.color"
         steps = [int(t) for t in steps]
         if self.spec.image_codec != "jpeg":
-            arr = self.array(key)
-            return np.stack([np.asarray(arr[t]) for t in steps])
+            return np.stack([self.read(key, slice(t, t + 1))[0] for t in steps])
         import imagecodecs
 
         c = self.spec.camera(camera)
@@ -406,15 +687,20 @@ class EpisodeStore:
                 raise StoreError(f"{self.location}: step {t} of {camera} is not committed (0..{self.n_steps - 1})")
             buf = self.read_raw_chunk(key, t)
             if buf is None:
-                raise StoreError(f"{self.location}/data/{key}: frame {t} is missing; the store is damaged")
+                self._check_chunks(key, t, t + 1, strict=True)  # raises, naming the file and episode
+                raise DamagedStoreError(f"{self.location}/data/{key}: frame {t} is missing; {self._damage_fix(t, t + 1)}")
             try:
                 img = imagecodecs.jpeg8_decode(buf)
+                img = img if img.ndim == 3 else img[..., None]
+                if img.shape[:2] != (c.height, c.width):
+                    raise ValueError(f"{img.shape[1]}x{img.shape[0]} instead of {c.width}x{c.height}")
             except Exception as e:  # noqa: BLE001 - imagecodecs raises its own error types
-                raise StoreError(
-                    f"{self.location}/data/{key}: frame {t} is not a readable JPEG ({e}); the store is damaged: "
-                    "restore it from a copy or drop the episode"
+                ep = self._episode_of(t)
+                raise DamagedStoreError(
+                    f"{self.location}/data/{key}/c.{t}.0.0.0: not a readable JPEG (episode {ep}, frame "
+                    f"{t - self.episode_slice(ep).start}: {e}); the store is damaged: {self._damage_fix(t, t + 1)}"
                 ) from None
-            out[j] = img if img.ndim == 3 else img[..., None]
+            out[j] = img
         return out
 
     def disk_bytes(self) -> int | None:
@@ -432,8 +718,19 @@ class EpisodeStore:
 
     # ------------------------------------------------------------------ writing
     def _require_writable(self) -> None:
+        if self._closed:
+            raise StoreError(f"{self.location}: closed for writing (its writer lock was released); open it again "
+                             "with mode='a'")
         if self.mode == "r":
             raise StoreError(f"{self.location}: opened read-only; open with mode='a' to write")
+        self._check_lock()
+
+    def _check_lock(self) -> None:
+        """Raise if a remote writer lease was taken over by someone else."""
+        lost = self.lock.lost() if self.lock is not None else None
+        if lost:
+            raise StoreLockedError(f"{self.location}: another writer took over this store's lease "
+                                   f"({describe_holder(lost)}); stop it, then record again")
 
     def episode(self, meta: dict[str, Any] | None = None) -> EpisodeWriter:
         """Start writing an episode (a context manager: commit on exit, discard on error)."""
@@ -533,13 +830,14 @@ class EpisodeStore:
             meta["copied_from"] = {"store": src.location, "episode": i}
             sl = src.episode_slice(i)
             with self.episode(meta) as ep:
-                block = {k: np.asarray(src.array(k)[sl]) for k in src.spec.lowdim_arrays()}
+                block = {k: src.read(k, sl) for k in src.spec.lowdim_arrays()}
                 imgs: dict[str, Any] = {}
                 for k in src.image_keys:
                     if k.endswith(".color") and src.spec.image_codec == "jpeg":
+                        src._check_chunks(k, sl.start, sl.stop, strict=True)
                         imgs[k] = [src.read_raw_chunk(k, t) for t in range(sl.start, sl.stop)]
                     else:
-                        imgs[k] = np.asarray(src.array(k)[sl])
+                        imgs[k] = src.read(k, sl)
                 ep.extend({**block, **imgs})
                 ep._keep_meta = True
             out.append(self.n_episodes - 1)
@@ -558,17 +856,105 @@ class EpisodeStore:
 
             shutil.rmtree(tmp)
         dst = EpisodeStore.create(tmp, self.spec)
-        dst.copy_episodes_from(self, keep, progress=progress)
+        try:
+            dst.copy_episodes_from(self, keep, progress=progress)
+        except BaseException:
+            dst.close()
+            raise
         import shutil
 
         old = root.with_name(root.name + ".rewrite-old")
         os.replace(root, old)
         os.replace(tmp, root)
+        # The new store's lock (held by dst since its creation) is now the store's lock:
+        # no other writer can slip in during the swap.
+        lock, dst.lock = dst.lock, None
+        if self.lock is not None:
+            self.lock.release()
         shutil.rmtree(old)
-        self.__init__(zarr.storage.LocalStore(root), self.location, self.mode)
+        self.__init__(zarr.storage.LocalStore(root), self.location, self.mode, lock)
 
     def __repr__(self) -> str:
         return f"EpisodeStore({self.location!r}, episodes={self.n_episodes}, steps={self.n_steps})"
+
+
+def _lengths(episodes: Any) -> list[int] | None:
+    """Episode lengths from per-episode metadata records, or None if any is unusable."""
+    if not isinstance(episodes, list):
+        return None
+    try:
+        out = [int(m["length"]) for m in episodes]
+    except (TypeError, KeyError, ValueError):
+        return None
+    return out if all(n > 0 for n in out) else None
+
+
+def _repair_metadata(raw: _Raw, loc: str) -> list[str]:
+    """Rebuild damaged metadata files from the copies a store keeps (see
+    EpisodeStore.open_for_recovery). Raises DamagedStoreError when nothing can rebuild one."""
+    notes: list[str] = []
+    root_bytes = raw.get("zarr.json")
+    if root_bytes is None:
+        return notes  # not a store at all: opening says so
+    root = _json_or_none(root_bytes)
+    meta = _json_or_none(raw.get("meta/zarr.json"))
+    meta_attrs = meta.get("attributes") if isinstance(meta, dict) else None
+    if not isinstance(meta_attrs, dict) or not isinstance(meta_attrs.get("episodes"), list):
+        meta_attrs = None
+    if not isinstance(root, dict):
+        layout = (meta_attrs or {}).get("layout")
+        if not isinstance(layout, dict):
+            raise DamagedStoreError(f"{loc}/zarr.json: unreadable; {_root_fix(raw, loc)}")
+        raw.put("zarr.json", _group_json({"duet": layout}))
+        notes.append("rebuilt zarr.json (the layout) from its copy in meta/zarr.json")
+        root = {"attributes": {"duet": layout}}
+    layout = (root.get("attributes") or {}).get("duet")
+    if not isinstance(layout, dict):
+        return notes  # a foreign group: opening says so
+    zstore = raw.zstore
+
+    def read_ends() -> np.ndarray | None:
+        try:
+            ends = np.asarray(zarr.open_array(store=zstore, path="meta/episode_ends", mode="r")[:], np.int64)
+        except Exception:  # noqa: BLE001 - any failure means damaged
+            return None
+        if len(ends) and (np.any(np.diff(ends) <= 0) or ends[0] <= 0):
+            return None
+        return ends
+
+    ends = read_ends()
+    if meta_attrs is None:
+        if ends is None:
+            raise DamagedStoreError(f"{loc}/meta: both meta/zarr.json and meta/episode_ends are damaged; restore "
+                                    f"{loc}/meta from a copy of the store (the data arrays are intact)")
+        lens = np.diff(np.concatenate([[0], ends])).tolist()
+        flag = "metadata lost: meta/zarr.json was damaged and rebuilt by duet data recover"
+        eps = [{"task": "", "length": int(n), "flagged": True, "flags": [flag]} for n in lens]
+        raw.put("meta/zarr.json", _group_json({"episodes": eps, "rigs": {}, "layout": layout}))
+        notes.append(f"rebuilt meta/zarr.json for {len(eps)} episodes from meta/episode_ends "
+                     "(tasks and health were lost; the episodes are flagged)")
+        meta_attrs = {"episodes": eps}
+    if ends is None:
+        lens = _lengths(meta_attrs["episodes"])
+        if lens is None:
+            raise DamagedStoreError(f"{loc}/meta/episode_ends: damaged, and the episode records in meta/zarr.json "
+                                    f"lack lengths; restore {loc}/meta from a copy of the store")
+        new = np.cumsum(lens, dtype=np.int64)
+        try:
+            t_len = zarr.open_array(store=zstore, path="data/t", mode="r").shape[0]
+        except Exception:  # noqa: BLE001
+            t_len = None
+        if t_len is not None and len(new) and new[-1] > t_len:
+            raise DamagedStoreError(f"{loc}/meta/episode_ends: damaged, and the episode lengths in meta/zarr.json "
+                                    f"cover {int(new[-1])} steps but the data holds {t_len}; restore {loc}/meta "
+                                    "from a copy of the store")
+        arr = zarr.create_array(store=zstore, name="meta/episode_ends", shape=(len(new),),
+                                chunks=(EPISODE_ENDS_CHUNK,), dtype="int64", compressors=None, fill_value=0,
+                                chunk_key_encoding=CHUNK_KEYS, overwrite=True)
+        if len(new):
+            arr[:] = new
+        notes.append(f"rebuilt meta/episode_ends ({len(new)} episodes) from the episode lengths in meta/zarr.json")
+    return notes
 
 
 # ---------------------------------------------------------------------------- episode writer
@@ -764,6 +1150,7 @@ class EpisodeWriter:
         if self._flushed == self.length:
             self._last_flush = time.monotonic()
             return
+        self.store._check_lock()
         t_start = time.perf_counter()
         if self.before_flush is not None:
             self.before_flush()  # e.g. wait for images written by other threads
