@@ -99,6 +99,9 @@ def test_policy_node_drives_both_followers_from_a_checkpoint(tmp_path, monkeypat
         probe.spin_until(lambda: all(len(v) >= 50 for v in probe.cmds.values()), 60, "50 commands per follower")
         probe.spin_until(lambda: probe.diag and int(probe.diag[-1].get("server.chunks_received", 0)) > 0,
                          30, "diagnostics reporting chunks")
+        # The chunk checks run on a real model's chunks and pass them (t_rel from 0, within the limits).
+        diag = probe.diag[-1]
+        assert int(diag["server.rejected_chunks"]) == 0 and int(diag["server.limit_faults"]) == 0, diag
         for f in FOLLOWERS:
             pos = np.array([p for _, p in probe.cmds[f]])
             assert pos.shape[1] == 7 and np.isfinite(pos).all()
