@@ -1,7 +1,8 @@
 # duet: the single entry point. Every target bootstraps what it needs on a fresh machine.
 #
 #   make demo    run the main job on mock/simulated hardware
-#   make test    run the test suite (what CI runs)
+#   make test    run the test suite (what CI runs); deterministic hypothesis examples (profile ci);
+#                `make test HYPOTHESIS_PROFILE=dev` explores new random examples
 #   make bench   run the benchmarks (they print figures)
 #   make lint    ruff
 #
