@@ -317,7 +317,8 @@ class EvalReport:
         eps = [o.server for o in self.outcomes]
         counts = ("ticks", "executed_ticks", "held_ticks", "deadline_misses", "late_chunks", "queries",
                   "chunks_received", "chunks_started", "actions_dropped_stale", "invalid_chunks",
-                  "inference_errors", "unsafe_commands", "limit_clamps", "step_clamps", "boundaries")
+                  "inference_errors", "unsafe_commands", "limit_clamps", "step_clamps", "boundaries",
+                  "limit_faults", "rejected_chunks")
         out: dict[str, Any] = {k: int(sum(e.get(k, 0) for e in eps)) for k in counts}
         out["limit_excess_max"] = max((float(e.get("limit_excess_max", 0.0)) for e in eps), default=0.0)
         dims = [e.get("clamps_by_dim") or [] for e in eps]
@@ -408,6 +409,9 @@ class EvalReport:
         out.append(f"  server: deadline misses {srv['deadline_misses']}, stale actions dropped "
                    f"{srv['actions_dropped_stale']}, late chunks {srv['late_chunks']}, boundaries {srv['boundaries']} "
                    f"(max jump {'n/a' if jump is None else f'{jump:.4f}'} rad)")
+        if srv["limit_faults"] or srv["rejected_chunks"]:
+            out.append(f"  chunks dropped: {srv['limit_faults']} beyond a joint limit by more than the fault margin, "
+                       f"{srv['rejected_chunks']} with times outside their span")
         out.append("  safety clamps of policy actions over " + f"{srv['executed_ticks']} executed ticks: "
                    + clamp_summary(srv["limit_clamps"], srv["limit_excess_max"], srv["step_clamps"],
                                    srv["clamps_by_dim"]))
