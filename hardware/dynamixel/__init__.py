@@ -8,6 +8,7 @@ from .control_table import MODELS, ModelInfo, OperatingMode, Reg, Register
 from .errors import (
     BusCommError,
     DynamixelError,
+    InstructionCrcError,
     ModelMismatchError,
     PortError,
     ServoHardwareError,
@@ -20,6 +21,7 @@ __all__ = [
     "BusCommError",
     "BusSample",
     "DynamixelError",
+    "InstructionCrcError",
     "ModelInfo",
     "ModelMismatchError",
     "Motor",
