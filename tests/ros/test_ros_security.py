@@ -7,12 +7,15 @@ the graph it starts, as a user's shell would), reused by every test of the modul
 - a command stamped in the future (a sender's clock ahead, or a forged stamp meant to
   outlive the staleness watchdog) is rejected at intake, counted in the arm's diagnostics,
   and never moves the arm; a command stamped now still does;
-- `duet up --mock` starts its nodes with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST.
+- `duet up --mock` starts its nodes with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST; every
+  graph (real hardware first of all) says its discovery range and ROS domain at start.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -109,3 +112,37 @@ def test_mock_graph_nodes_discover_on_localhost_only(graph):
     env = psutil.Process(pid).environ()
     assert env.get("ROS_AUTOMATIC_DISCOVERY_RANGE") == "LOCALHOST", env.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
     assert env.get("ROS_DOMAIN_ID") == os.environ["ROS_DOMAIN_ID"]
+
+
+def _network_line(*args: str, env: dict[str, str]) -> str:
+    r = subprocess.run([sys.executable, "-m", "duet.cli", "up", "bringup", "--dry-run", *args], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return next(ln for ln in r.stderr.splitlines() if ln.startswith("[duet up] network:"))
+
+
+def test_every_graph_says_its_discovery_range_and_domain_and_a_set_range_is_kept():
+    env = {k: v for k, v in os.environ.items() if k not in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOCALHOST_ONLY")}
+    env["ROS_DOMAIN_ID"] = "42"
+    real = _network_line(env=env)  # real hardware: the ROS default, said out loud
+    assert "discovery range SUBNET" in real and "ROS domain 42" in real and "no DDS security" in real, real
+    mock = _network_line("--mock", env=env)
+    assert "discovery range LOCALHOST (set by duet" in mock, mock
+    # the user's explicit choice wins, for mock graphs too
+    mine = _network_line("--mock", env={**env, "ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET"})
+    assert "discovery range SUBNET (from ROS_AUTOMATIC_DISCOVERY_RANGE)" in mine, mine
+    from duet_ros.graph import expand
+    from duet_ros.launcher import GraphRunner
+
+    for set_env, want in (({}, "LOCALHOST"), ({"ROS_AUTOMATIC_DISCOVERY_RANGE": "SYSTEM_DEFAULT"}, "SYSTEM_DEFAULT"),
+                          ({"ROS_LOCALHOST_ONLY": "1"}, None)):
+        runner = GraphRunner(expand("bringup", "aloha", True), env=set_env)
+        try:
+            assert runner.environment().get("ROS_AUTOMATIC_DISCOVERY_RANGE") == want
+        finally:
+            runner.stop()
+    runner = GraphRunner(expand("bringup", "aloha", False), env={})
+    try:
+        assert "ROS_AUTOMATIC_DISCOVERY_RANGE" not in runner.environment()  # real hardware: the user decides
+    finally:
+        runner.stop()

@@ -7,12 +7,17 @@
     duet up teleop --mock --set left_follower:fault_scenario=lossy_1pct
     duet up teleop --mock --dry-run             print the node command lines
     duet up record --mock --dataset demos.zarr --task fold     graph arguments (launch/graph.yaml)
+    duet up teleop --keystore ~/duet_keystore   DDS security: each node in its enclave (docs/security.md)
+
+Mock and sim graphs keep their DDS traffic on this host (ROS_AUTOMATIC_DISCOVERY_RANGE=
+LOCALHOST unless set); every graph says its discovery range and ROS domain when it starts.
 
 Same nodes, executables and parameter files as `ros2 launch launch/<graph>.launch.py`.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -32,8 +37,52 @@ def register(subparsers) -> None:
     p.add_argument("--log-dir", type=Path, default=None, help="write each node's output to DIR/<node>.log")
     p.add_argument("--graph-file", type=Path, default=None, help="graph description (default launch/graph.yaml)")
     p.add_argument("--dry-run", action="store_true", help="print the node command lines and parameters, start nothing")
+    p.add_argument("--keystore", type=Path, default=None,
+                   help="SROS2 keystore (duet security keystore): DDS security, Enforce, each node in its enclave "
+                        "(default: $ROS_SECURITY_KEYSTORE when ROS_SECURITY_ENABLE=true)")
     _add_graph_arguments(p)
     p.set_defaults(func=cmd_up)
+    _register_security(subparsers)
+
+
+def _register_security(subparsers) -> None:
+    p = subparsers.add_parser("security", help="DDS security (SROS2): keystores for the node graphs",
+                              description="DDS security (SROS2) for duet graphs; see docs/security.md")
+    sub = p.add_subparsers(dest="security_command", metavar="ACTION")
+    sub.required = True
+    k = sub.add_parser("keystore", help="generate (or extend) a keystore: a CA, one enclave per node process, "
+                                        "governance and permissions (only teleop / policy command the followers; "
+                                        "only /duet/operator calls lifecycle services)")
+    k.add_argument("--out", type=Path, required=True, help="keystore directory (created; an existing keystore is extended)")
+    k.add_argument("--graph", action="append", default=[], help="graph of launch/graph.yaml (repeatable; default: every graph)")
+    k.add_argument("--config", default="aloha", help="rig: a shipped rig name or a rig YAML path (default aloha)")
+    k.add_argument("--domain", type=int, default=None, help="restrict governance and permissions to this ROS domain id")
+    k.add_argument("--days", type=int, default=3650, help="validity of the certificates and permissions, days")
+    k.add_argument("--graph-file", type=Path, default=None, help="graph description (default launch/graph.yaml)")
+    k.add_argument("--check", action="store_true", help="then start one secured rclpy node to see that this ROS can use it")
+    k.set_defaults(func=cmd_security_keystore)
+
+
+def cmd_security_keystore(args) -> int:
+    from duet_ros import security
+    from duet_ros.graph import load_graph
+
+    if args.days < 1:
+        from duet.errors import ConfigError
+
+        raise ConfigError(f"--days {args.days}: give a validity of at least one day")
+    policy = security.graph_policy(args.graph or None, args.config, load_graph(args.graph_file))
+    names = security.create_keystore(args.out, policy, args.domain, args.days)
+    print(f"keystore {args.out}: {len(names)} enclaves ({', '.join(names)})")
+    print(f"  follower commands: published only by {', '.join(security.COMMAND_KINDS)}; lifecycle services: "
+          f"called only from {security.enclave_of(security.OPERATOR)}")
+    print(f"  run: duet up GRAPH --keystore {args.out}; operator tools: ROS_SECURITY_KEYSTORE={args.out} "
+          f"ROS_SECURITY_ENABLE=true ROS_SECURITY_STRATEGY=Enforce ROS_SECURITY_ENCLAVE_OVERRIDE="
+          f"{security.enclave_of(security.OPERATOR)} ros2 lifecycle ...")
+    if args.check:
+        security.check_rmw_security(args.out)
+        print("  check: a secured node started in this environment")
+    return 0
 
 
 def _add_graph_arguments(p) -> None:
@@ -107,7 +156,19 @@ def cmd_up(args) -> int:
     given = {name: getattr(args, f"graph_arg_{name}", None) for name in desc.all_arguments()}
     for node, params in desc.argument_parameters(args.graph, given, [s.name for s in specs]).items():
         overrides[node] = {**params, **overrides.get(node, {})}  # an explicit --set wins
-    runner = GraphRunner(specs, overrides, log_dir=args.log_dir)
+    keystore = args.keystore
+    if keystore is None and os.environ.get("ROS_SECURITY_ENABLE", "").lower() == "true" \
+            and os.environ.get("ROS_SECURITY_KEYSTORE"):
+        keystore = Path(os.environ["ROS_SECURITY_KEYSTORE"])
+    if keystore is not None:
+        from duet_ros import security
+
+        security.check_enclaves(keystore, [s.name for s in specs])
+        if not args.dry_run:  # fail in one line here rather than in every node
+            security.check_rmw_security(keystore, specs[0].name if specs else security.OPERATOR)
+    runner = GraphRunner(specs, overrides, log_dir=args.log_dir, keystore=keystore)
+    # which hosts can reach the nodes: said first, above all for real hardware
+    print(f"[duet up] network: {runner.network()}", file=sys.stderr, flush=True)
     if args.dry_run:
         for c in runner.children:
             print(" ".join(c.argv))
