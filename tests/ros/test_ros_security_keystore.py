@@ -243,3 +243,57 @@ def test_secured_graph_only_teleop_commands_and_only_the_operator_calls_lifecycl
         assert _result(_client(keystore, op, "received", "1"))["received"] > 0
     finally:
         up.stop()
+
+
+def test_launch_files_pass_the_keystore_and_the_local_discovery_range(keystore, monkeypatch):
+    """launch_support with stand-ins for the launch packages (absent from the wheels
+    environment): keystore:= puts every node in its enclave, mock hardware stays local."""
+    import importlib
+    import types
+
+    class Action:
+        def __init__(self, *args, **kwargs):
+            self.args, self.kwargs = args, kwargs
+
+    values = {"config": "aloha", "use_mock_hardware": "true", "keystore": str(keystore)}
+
+    class LaunchConfiguration:
+        def __init__(self, name):
+            self.name = name
+
+        def perform(self, context):
+            return values.get(self.name, "")
+
+    mods = {
+        "launch": types.SimpleNamespace(LaunchDescription=lambda actions: actions),
+        "launch.actions": types.SimpleNamespace(DeclareLaunchArgument=Action, LogInfo=Action, OpaqueFunction=Action,
+                                                SetEnvironmentVariable=Action),
+        "launch.substitutions": types.SimpleNamespace(LaunchConfiguration=LaunchConfiguration),
+        "launch_ros.actions": types.SimpleNamespace(Node=Action),
+    }
+    for name, mod in mods.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    monkeypatch.delitem(sys.modules, "duet_ros.launch_support", raising=False)
+    monkeypatch.delenv("ROS_AUTOMATIC_DISCOVERY_RANGE", raising=False)
+    monkeypatch.delenv("ROS_LOCALHOST_ONLY", raising=False)
+    support = importlib.import_module("duet_ros.launch_support")
+    try:
+        actions = support.graph_launch("teleop")()
+        assert "keystore" in [a.args[0] for a in actions if a.args and isinstance(a.args[0], str)]
+        (opaque,) = [a for a in actions if "function" in a.kwargs]
+        out = opaque.kwargs["function"](types.SimpleNamespace(environment={}))
+        env = {a.args[0]: a.args[1] for a in out if len(a.args) == 2}
+        assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+        assert env["ROS_SECURITY_ENABLE"] == "true" and env["ROS_SECURITY_STRATEGY"] == "Enforce"
+        assert env["ROS_SECURITY_KEYSTORE"] == str(keystore.resolve())
+        nodes = [a.kwargs for a in out if "executable" in a.kwargs]
+        assert len(nodes) == 9 and all(n["ros_arguments"] == ["--enclave", f"/duet/{n['name']}"] for n in nodes)
+        (log,) = [a for a in out if "msg" in a.kwargs]
+        assert "discovery range LOCALHOST" in log.kwargs["msg"] and "DDS security Enforce" in log.kwargs["msg"]
+        values.update(use_mock_hardware="false", keystore="")  # real hardware: the user's range, said in the log
+        out = opaque.kwargs["function"](types.SimpleNamespace(environment={}))
+        assert not [a for a in out if len(a.args) == 2]
+        (log,) = [a for a in out if "msg" in a.kwargs]
+        assert "discovery range SUBNET" in log.kwargs["msg"] and "ROS domain" in log.kwargs["msg"]
+    finally:
+        sys.modules.pop("duet_ros.launch_support", None)
