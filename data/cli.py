@@ -6,8 +6,6 @@ import argparse
 import json
 import sys
 
-from duet.errors import DuetError
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("data", help="episode stores: ls, info, plot, video, replay, edit, convert, push")

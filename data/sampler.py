@@ -13,7 +13,9 @@ action window aligned with its first observation (as in diffusion_policy / LeRob
 The sampler is a map-style dataset (len / getitem -> dict of numpy arrays) that works with
 torch.utils.data.DataLoader and worker processes: low-dimensional data is loaded once,
 images are read and decoded in __getitem__ (so in the workers); the zarr store is
-(re)opened lazily per process. No torch import here.
+(re)opened lazily per process, read-only (readers never take the writer lock). Missing or
+undecodable data raises DamagedStoreError (one line naming the file, episode and frame,
+even when it comes back through a DataLoader worker). No torch import here.
 """
 
 from __future__ import annotations
@@ -64,8 +66,8 @@ class EpisodeSampler:
         off = 0
         for i in self.episodes:
             sl = store.episode_slice(i)
-            states.append(np.concatenate([np.asarray(store.array(k)[sl], np.float32) for k in state_keys], axis=1))
-            actions.append(np.asarray(store.array("action")[sl], np.float32))
+            states.append(np.concatenate([np.asarray(store.read(k, sl), np.float32) for k in state_keys], axis=1))
+            actions.append(np.asarray(store.read("action", sl), np.float32))
             starts.append(off)
             lengths.append(sl.stop - sl.start)
             off += sl.stop - sl.start
@@ -156,11 +158,10 @@ def compute_stats(store: EpisodeStore | str, keys: Sequence[str] = ("observation
         if key.startswith("observation.images."):
             cam = key.split(".", 2)[2]
             spec.camera(cam)
-            arr = store.array(f"{cam}.color")
             steps = np.concatenate([np.arange(s.start, s.stop) for s in slices])
             rng = np.random.default_rng(seed)
             pick = np.sort(rng.choice(steps, size=min(max_image_frames, len(steps)), replace=False))
-            imgs = np.stack([np.asarray(arr[int(t)]) for t in pick]).astype(np.float64) / 255.0
+            imgs = store.read_frames(cam, pick).astype(np.float64) / 255.0
             flat = imgs.reshape(-1, 3)
             out[key] = {
                 "mean": flat.mean(0).reshape(3, 1, 1).astype(np.float32),
@@ -177,7 +178,7 @@ def compute_stats(store: EpisodeStore | str, keys: Sequence[str] = ("observation
             raise StoreError(f"compute_stats: unknown key {key!r} (use observation.state, action, "
                              f"observation.images.<cam> or a data key)")
         x = np.concatenate(
-            [np.concatenate([np.asarray(store.array(p)[s], np.float64).reshape(s.stop - s.start, -1) for p in parts], 1)
+            [np.concatenate([np.asarray(store.read(p, s), np.float64).reshape(s.stop - s.start, -1) for p in parts], 1)
              for s in slices]
         )
         out[key] = {

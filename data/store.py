@@ -34,7 +34,6 @@ import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync as _zsync
 
-from duet.data.lock import LOCK_NAME, FileLock, LeaseLock, LockHeld, LockUnsupported, WriterLock, describe_holder
 from duet.data.layout import (
     EPISODE_ENDS_CHUNK,
     LAYOUT_NAME,
@@ -45,6 +44,15 @@ from duet.data.layout import (
     config_hash,
     jpeg_size,
     register_codecs,
+)
+from duet.data.lock import (
+    LOCK_NAME,
+    FileLock,
+    LeaseLock,
+    LockHeld,
+    LockUnsupported,
+    WriterLock,
+    describe_holder,
 )
 from duet.errors import DuetError
 

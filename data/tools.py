@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -225,8 +225,8 @@ def split_by_task(store: EpisodeStore, out_dir: str | Path, progress: bool = Fal
     for task, idx in groups.items():
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in task) or "no_task"
         p = Path(out_dir) / f"{safe}.zarr"
-        dst = EpisodeStore.open_or_create(p, store.spec)
-        dst.copy_episodes_from(store, idx, progress=progress)
+        with EpisodeStore.open_or_create(p, store.spec) as dst:
+            dst.copy_episodes_from(store, idx, progress=progress)
         out[task] = p
     return out
 
@@ -237,11 +237,15 @@ def merge_stores(sources: Sequence[str], dst: str, progress: bool = False,
     dst may be any fsspec URL: this is also `duet data push`."""
     total = 0
     target: EpisodeStore | None = None
-    for s in sources:
-        src = EpisodeStore.open(s, "r")
-        if target is None:
-            target = EpisodeStore.open_or_create(dst, src.spec, storage_options=storage_options)
-        total += len(target.copy_episodes_from(src, progress=progress))
+    try:
+        for s in sources:
+            src = EpisodeStore.open(s, "r")
+            if target is None:
+                target = EpisodeStore.open_or_create(dst, src.spec, storage_options=storage_options)
+            total += len(target.copy_episodes_from(src, progress=progress))
+    finally:
+        if target is not None:
+            target.close()  # release the writer lock
     return total
 
 
@@ -272,55 +276,59 @@ def import_aloha(paths: Sequence[str | Path], dst: str | Path, task: str = "", f
 
     out = []
     store = None
-    for p in tqdm(list(paths), desc="import", unit="ep", disable=not progress):
-        p = Path(p)
-        try:
-            f = h5py.File(p, "r")
-        except OSError as e:
-            raise StoreError(f"{p}: not a readable HDF5 file ({e}); check the path") from None
-        with f:
-            for key in ("/observations/qpos", "/action"):
-                if key not in f:
-                    raise StoreError(f"{p}: no {key}; not an ALOHA episode (expected /observations/qpos, /action)")
-            qpos = np.asarray(f["/observations/qpos"], np.float32)
-            dim = qpos.shape[1]
-            if dim % 2:
-                raise StoreError(f"{p}: qpos has {dim} dims; expected left + right arms (e.g. 14)")
-            nj = dim // 2
-            joints = list(DEFAULT_JOINTS) if nj == 7 else [f"joint{j}" for j in range(nj - 1)] + ["gripper"]
-            cams = sorted(f["/observations/images"].keys()) if "/observations/images" in f else []
-            images = {c: _aloha_images(f[f"/observations/images/{c}"]) for c in cams}
-            shapes = {c: np.asarray(images[c][0]).shape for c in cams}
-            spec = DatasetSpec(
-                rate_hz=fps,
-                arms=[ArmSpec("left_follower", "follower", joints), ArmSpec("right_follower", "follower", joints)],
-                followers=["left_follower", "right_follower"],
-                cameras=[CameraSpec(c, shapes[c][1], shapes[c][0]) for c in cams],
-                image_codec=image_codec,
-            )
-            if store is None:
-                store = EpisodeStore.open_or_create(dst, spec)
-            else:
-                store.check_compatible(spec, where=str(p))
-            T = len(qpos)
-            qvel = np.asarray(f["/observations/qvel"], np.float32) if "/observations/qvel" in f else np.zeros_like(qpos)
-            eff = np.asarray(f["/observations/effort"], np.float32) if "/observations/effort" in f else np.zeros_like(qpos)
-            action = np.asarray(f["/action"], np.float32)
-            block: dict[str, Any] = {
-                "t": np.arange(T) / fps,
-                "action": action,
-                "left_follower.position": qpos[:, :nj], "right_follower.position": qpos[:, nj:],
-                "left_follower.velocity": qvel[:, :nj], "right_follower.velocity": qvel[:, nj:],
-                "left_follower.effort": eff[:, :nj], "right_follower.effort": eff[:, nj:],
-            }
-            for c in cams:
-                block[f"{c}.color"] = images[c]
-            meta = {"task": task or p.stem, "operator": "", "source": {"format": "aloha_hdf5", "file": p.name},
-                    "sim": bool(f.attrs.get("sim", False)),
-                    "timestamps": "synthesized from the step index (ALOHA HDF5 stores none); ages unknown"}
-            with store.episode(meta) as ep:
-                ep.extend(block)
-            out.append(store.n_episodes - 1)
+    try:
+        for p in tqdm(list(paths), desc="import", unit="ep", disable=not progress):
+            p = Path(p)
+            try:
+                f = h5py.File(p, "r")
+            except OSError as e:
+                raise StoreError(f"{p}: not a readable HDF5 file ({e}); check the path") from None
+            with f:
+                for key in ("/observations/qpos", "/action"):
+                    if key not in f:
+                        raise StoreError(f"{p}: no {key}; not an ALOHA episode (expected /observations/qpos, /action)")
+                qpos = np.asarray(f["/observations/qpos"], np.float32)
+                dim = qpos.shape[1]
+                if dim % 2:
+                    raise StoreError(f"{p}: qpos has {dim} dims; expected left + right arms (e.g. 14)")
+                nj = dim // 2
+                joints = list(DEFAULT_JOINTS) if nj == 7 else [f"joint{j}" for j in range(nj - 1)] + ["gripper"]
+                cams = sorted(f["/observations/images"].keys()) if "/observations/images" in f else []
+                images = {c: _aloha_images(f[f"/observations/images/{c}"]) for c in cams}
+                shapes = {c: np.asarray(images[c][0]).shape for c in cams}
+                spec = DatasetSpec(
+                    rate_hz=fps,
+                    arms=[ArmSpec("left_follower", "follower", joints), ArmSpec("right_follower", "follower", joints)],
+                    followers=["left_follower", "right_follower"],
+                    cameras=[CameraSpec(c, shapes[c][1], shapes[c][0]) for c in cams],
+                    image_codec=image_codec,
+                )
+                if store is None:
+                    store = EpisodeStore.open_or_create(dst, spec)
+                else:
+                    store.check_compatible(spec, where=str(p))
+                T = len(qpos)
+                qvel = np.asarray(f["/observations/qvel"], np.float32) if "/observations/qvel" in f else np.zeros_like(qpos)
+                eff = np.asarray(f["/observations/effort"], np.float32) if "/observations/effort" in f else np.zeros_like(qpos)
+                action = np.asarray(f["/action"], np.float32)
+                block: dict[str, Any] = {
+                    "t": np.arange(T) / fps,
+                    "action": action,
+                    "left_follower.position": qpos[:, :nj], "right_follower.position": qpos[:, nj:],
+                    "left_follower.velocity": qvel[:, :nj], "right_follower.velocity": qvel[:, nj:],
+                    "left_follower.effort": eff[:, :nj], "right_follower.effort": eff[:, nj:],
+                }
+                for c in cams:
+                    block[f"{c}.color"] = images[c]
+                meta = {"task": task or p.stem, "operator": "", "source": {"format": "aloha_hdf5", "file": p.name},
+                        "sim": bool(f.attrs.get("sim", False)),
+                        "timestamps": "synthesized from the step index (ALOHA HDF5 stores none); ages unknown"}
+                with store.episode(meta) as ep:
+                    ep.extend(block)
+                out.append(store.n_episodes - 1)
+    finally:
+        if store is not None:
+            store.close()  # release the writer lock
     if store is None:
         raise StoreError("import-aloha: no input files given")
     return out
@@ -352,6 +360,38 @@ def export_aloha(store: EpisodeStore, i: int, out: str | Path) -> Path:
 
 # ---------------------------------------------------------------------------- LeRobot v3 export
 
+# The files export_lerobot writes (paths relative to the output directory).
+_LEROBOT_FILES = re.compile(
+    r"(data/chunk-\d+/file-\d+\.parquet|videos/observation\.images\.[^/]+/chunk-\d+/file-\d+\.mp4"
+    r"|meta/(info\.json|stats\.json|tasks\.parquet|episodes/chunk-\d+/file-\d+\.parquet))"
+)
+
+
+def _remove_previous_export(out: Path) -> None:
+    """--overwrite: delete the files a previous export wrote, and nothing else. Refuses
+    when the directory holds anything an export does not write."""
+    info = out / "meta" / "info.json"
+    try:
+        is_export = "codebase_version" in json.loads(info.read_text())
+    except (OSError, ValueError, TypeError):
+        is_export = False
+    if not is_export:
+        raise StoreError(f"{out}: not empty and not a previous LeRobot export (no readable meta/info.json); "
+                         "--overwrite replaces only an export: choose another directory or empty it")
+    ours = []
+    for dirpath, _dirs, files in os.walk(out):
+        for f in files:
+            rel = Path(dirpath, f).relative_to(out).as_posix()
+            if not _LEROBOT_FILES.fullmatch(rel) or Path(dirpath, f).is_symlink():
+                raise StoreError(f"{out}: --overwrite replaces only what a previous export wrote, but {rel} is not "
+                                 "one of its files; move it away or choose another directory")
+            ours.append(Path(dirpath, f))
+    for f in ours:
+        f.unlink()
+    for dirpath, _dirs, _files in os.walk(out, topdown=False):
+        if Path(dirpath) != out and not any(Path(dirpath).iterdir()):
+            Path(dirpath).rmdir()
+
 
 def export_lerobot(store: EpisodeStore, out_dir: str | Path, episodes: Sequence[int] | None = None,
                    robot_type: str = "aloha", vcodec: str = "libx264", progress: bool = False,
@@ -371,7 +411,7 @@ def export_lerobot(store: EpisodeStore, out_dir: str | Path, episodes: Sequence[
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise StoreError(f"{out}: exists and is not empty; choose another directory or pass --overwrite")
-        shutil.rmtree(out)
+        _remove_previous_export(out)
     eps = list(range(store.n_episodes)) if episodes is None else [store._check_index(i) for i in episodes]
     if not eps:
         raise StoreError(f"{store.location}: no episodes to export")
