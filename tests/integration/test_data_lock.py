@@ -67,6 +67,34 @@ CHILD = textwrap.dedent(
         with store.episode({"task": "first"}) as ep:
             for k in range(30):
                 ep.append(step(0, k))
+        if mode == "record":  # the recorder core (ROS recorder node, duet sim collect)
+            from duet.clock import FakeClock
+            from duet.data.recorder import Recorder
+            from duet.hardware.interfaces import Frame, JointState
+
+            clk = FakeClock()
+            rec = Recorder(store, clock=clk)
+            rec.start_episode(task="live")
+            def tick(k):
+                s, now = step(1, k), clk.now()
+                for arm, lo in (("left_follower", 0), ("right_follower", 7)):
+                    q = s[arm + ".position"]
+                    rec.update_joints(arm, JointState(now, tuple("abcdefg"), q, q * 0, q * 0))
+                    rec.update_command(arm, s["action"][lo : lo + 7], now)
+                rec.update_frame("cam_high", Frame(now, k, s["cam_high.color"]))
+                rec.tick(now)
+                clk.advance(0.02)
+            for k in range(60):
+                tick(k)
+            while int((store.pending or {}).get("flushed", 0)) < 50:  # a flush is on disk
+                time.sleep(0.005)
+            ready.write_text(str(os.getpid()))
+            wait_for(go)
+            for k in range(60, 80):
+                tick(k)
+            rec.stop_episode()
+            rec.close()
+            sys.exit(0)
         ep = store.episode({"task": "live"})
         for k in range(60):  # one flush (50 steps) is on disk: a recover would commit it
             ep.append(step(1, k))
@@ -127,9 +155,11 @@ class Holder:
 
 
 @pytest.mark.timeout(120)
-def test_second_writer_is_refused_in_one_line_and_readers_need_no_lock(tmp_path, child_file, capsys):
+@pytest.mark.parametrize("mode", ["hold", "record"])
+def test_second_writer_is_refused_in_one_line_and_readers_need_no_lock(tmp_path, child_file, capsys, mode):
+    """hold: an EpisodeWriter mid-episode; record: the Recorder mid-episode."""
     path = tmp_path / "s.zarr"
-    h = Holder(child_file, path, "hold", tmp_path)
+    h = Holder(child_file, path, mode, tmp_path)
     try:
         for attempt in (lambda: EpisodeStore.open(path, "a"), lambda: EpisodeStore.open_or_create(path, spec()),
                         lambda: EpisodeStore.create(path, spec())):
@@ -159,6 +189,7 @@ def test_second_writer_is_refused_in_one_line_and_readers_need_no_lock(tmp_path,
     for k in range(80):  # every frame of the live episode is the one its writer wrote
         assert s.read_raw_chunk("cam_high.color", start + k) == encode_jpeg(mod.step(1, k)["cam_high.color"], 90)
     np.testing.assert_array_equal(s.read_episode(1)["action"], np.stack([mod.step(1, k)["action"] for k in range(80)]))
+    assert not s.episode_meta(1).get("recovered")
     assert (path / LOCK_NAME).read_bytes() == b""  # released cleanly: no holder left behind
 
 
