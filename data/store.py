@@ -22,6 +22,7 @@ import datetime as _dt
 import errno
 import json
 import os
+import socket
 import threading
 import time
 import warnings
@@ -53,6 +54,7 @@ from duet.data.lock import (
     LockUnsupported,
     WriterLock,
     describe_holder,
+    pid_alive,
 )
 from duet.errors import DuetError
 
@@ -263,10 +265,7 @@ def _group_json(attrs: dict[str, Any]) -> bytes:
 
 
 def _held_message(loc: str, h: dict[str, Any]) -> str:
-    import socket
-
-    from duet.data.lock import pid_alive
-
+    """The one-line refusal a second writer gets."""
     if h.get("host") == socket.gethostname() and h.get("pid") == os.getpid():
         return (f"{loc}: this process already holds the store open for writing (an EpisodeStore created or "
                 "opened with mode 'a' and not closed); close() it first")
