@@ -17,6 +17,7 @@ window has passed since the first tick (or reset) the rate is unknown and the le
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from dataclasses import dataclass
 
@@ -47,9 +48,8 @@ class RateWatchConfig:
 
 
 class RateWatch:
-    """The achieved rate of a loop over a sliding window and its level. Not thread-safe on
-    its own: call tick() from the loop and check() from the loop or under the caller's lock
-    (a deque append / popleft race is harmless for a diagnostic)."""
+    """The achieved rate of a loop over a sliding window and its level. Thread-safe: tick()
+    from the loop, check() from the loop or from a diagnostics timer."""
 
     def __init__(self, target_hz: float, cfg: RateWatchConfig | None = None, what: str = "loop"):
         if target_hz <= 0:
@@ -62,18 +62,24 @@ class RateWatch:
         self.level = OK
         self.message = ""
         self._better_since: float | None = None  # since when the rate is better than .level says
+        self._lock = threading.Lock()
 
     def reset(self) -> None:
+        with self._lock:
+            self._reset()
+
+    def _reset(self) -> None:
         self._ticks.clear()
         self._since = None
         self.level, self.message = OK, ""
         self._better_since = None
 
     def tick(self, now: float) -> None:
-        if self._since is None:
-            self._since = now
-        self._ticks.append(now)
-        self._trim(now)
+        with self._lock:
+            if self._since is None:
+                self._since = now
+            self._ticks.append(now)
+            self._trim(now)
 
     def _trim(self, now: float) -> None:
         start = now - self.cfg.window_s
@@ -82,6 +88,10 @@ class RateWatch:
 
     def rate(self, now: float) -> float | None:
         """Ticks per second over the last window_s, or None before a full window."""
+        with self._lock:
+            return self._rate(now)
+
+    def _rate(self, now: float) -> float | None:
         if self._since is None or now - self._since < self.cfg.window_s:
             return None
         self._trim(now)
@@ -92,7 +102,11 @@ class RateWatch:
     def check(self, now: float) -> tuple[int, str]:
         """(level, message) now; also kept in .level / .message. The message names the
         measured rate, the window and the threshold crossed ("" when OK)."""
-        rate = self.rate(now)
+        with self._lock:
+            return self._check(now)
+
+    def _check(self, now: float) -> tuple[int, str]:
+        rate = self._rate(now)
         level, message = OK, ""
         w = self.cfg.window_s
         if rate is not None:

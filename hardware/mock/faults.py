@@ -204,6 +204,11 @@ def _overload_gripper(param: str | None) -> list[FaultRule]:
     return [FaultRule("hardware_error", ids=ids, target="last", start_s=2.0, count=1, flags=("overload",))]
 
 
+def _overload_at(param: str | None) -> list[FaultRule]:
+    t = _number("overload_at", param, 2.0, "the time in seconds after the bus's first transaction")
+    return [FaultRule("hardware_error", target="last", start_s=t, count=1, flags=("overload",))]
+
+
 def _overheat(param: str | None) -> list[FaultRule]:
     ids = _servo_id("overheat_at_2s", param)
     return [FaultRule("hardware_error", ids=ids, target="last", start_s=2.0, count=1, flags=("overheating",))]
@@ -229,6 +234,7 @@ SCENARIOS: dict[str, Callable[[str | None], list[FaultRule]]] = {
     "bad_crc_1pct": _bad_crc(1.0),
     "dead_servo": _dead_servo,  # dead_servo:ID: that servo never answers
     "overload_gripper_at_2s": _overload_gripper,  # :ID, default the highest ID (the gripper)
+    "overload_at": _overload_at,  # :SECONDS, the highest ID (the gripper), default 2 s
     "overheat_at_2s": _overheat,  # :ID, default the highest ID
     "reboot_at_2s": _reboot,  # :ID, default every servo (brown-out)
     "slow_bus": _slow_bus,  # slow_bus:MS, default 2 ms per transaction
@@ -242,6 +248,8 @@ SCENARIO_HELP: dict[str, str] = {
     "bad_crc_1pct": "1 % of transactions get one status packet with a bad CRC",
     "dead_servo": "dead_servo:ID - that servo never answers",
     "overload_gripper_at_2s": "overload_gripper_at_2s[:ID] - overload error latched at 2 s (default: highest ID)",
+    "overload_at": "overload_at[:S] - the highest ID (the gripper) latches an overload error S s after the bus "
+                   "starts (default 2)",
     "overheat_at_2s": "overheat_at_2s[:ID] - overheating error latched at 2 s (default: highest ID)",
     "reboot_at_2s": "reboot_at_2s[:ID] - the servo (default: all, a brown-out) reboots at 2 s: torque off",
     "slow_bus": "slow_bus[:MS] - every reply MS ms late (default 2)",

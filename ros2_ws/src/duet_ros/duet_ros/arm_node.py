@@ -7,15 +7,21 @@ Topics (relative to the node name, e.g. /left_follower/...):
                    older than command_max_age_s by its stamp is never applied: the arm holds;
                    one stamped more than command_future_tolerance_s ahead of this host's clock
                    is rejected at intake (counted: commands_rejected_future; throttled warning)
+  ~/fault          std_msgs/String, latched (transient local): the arm's fault in one line
+                   naming the arm, the servo and the fix ("" while healthy); teleop pauses on it
   /diagnostics     diagnostic_msgs/DiagnosticArray at diagnostics_rate_hz: bus errors,
-                   retries, temperatures, voltage, loop rate, watchdog state
+                   retries, temperatures, voltage, loop rate, watchdog state; WARN / ERROR when
+                   the loop's achieved rate stays below rate_watch's fractions of rate_hz
 
 Lifecycle: configure = connect and start publishing; activate = follower: torque on and
 apply commands / leader: torque off (moved by hand); deactivate = hold (commands ignored,
 the follower keeps its last goal); cleanup / shutdown / error = the arm's configured safe
 state and disconnect. With autostart (default) the node configures and activates itself.
-After max_consecutive_errors failed bus ticks in a row the arm goes to its safe state and
-the node reports ERROR until it is cleaned up and configured again.
+After max_consecutive_errors failed bus ticks in a row, or at once on a servo's hardware
+error (overload, overheating, ...: latched until the servo reboots), the arm is faulted: the
+fault goes out on ~/fault, the arm goes to its safe state, the log says which safe state it
+reached (or that it could not), and the node reports ERROR until it is cleaned up and
+configured again.
 """
 
 from __future__ import annotations
@@ -24,11 +30,15 @@ import threading
 
 import numpy as np
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState as JointStateMsg
+from std_msgs.msg import String
 
 from duet.clock import MonotonicClock
 from duet.hardware.rig import load_rig
+from duet.ratewatch import ERROR as RATE_ERROR
+from duet.ratewatch import WARN as RATE_WARN
+from duet.ratewatch import RateWatch
 from duet_ros import convert
 from duet_ros.configs import ArmNodeConfig
 from duet_ros.params import declare_config
@@ -37,6 +47,8 @@ from duet_ros.runtime import PacedThread, run_node
 STATE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 COMMAND_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 DIAG_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# ~/fault: a late subscriber (a restarted teleop node) still gets the arm's present fault
+FAULT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # health()["bus"] counters that mean the bus misbehaved (a rise within a window -> WARN)
 BUS_ERROR_COUNTERS = ("retries", "failures", "timeouts", "crc_errors", "hardware_errors")
 
@@ -75,6 +87,8 @@ class ArmNode(LifecycleNode):
         self._health: dict = {}
         self._health_due = 0.0
         self._fault = ""
+        self._safe_result = ""  # what _safe_state reached, for the diagnostics
+        self._rate = RateWatch(self.rate_hz, cfg.rate_watch, what=f"{cfg.arm} loop")
         self._last_error = ""
         self._bus_errors_seen = 0
         self.counters = dict(
@@ -84,6 +98,7 @@ class ArmNode(LifecycleNode):
         )
 
         self.pub_state = self.create_publisher(JointStateMsg, "~/joint_states", STATE_QOS)
+        self.pub_fault = self.create_publisher(String, "~/fault", FAULT_QOS)
         self.pub_diag = self.create_publisher(convert.DiagnosticArray, "/diagnostics", DIAG_QOS)
         if self.role == "follower":
             self.create_subscription(JointStateMsg, "~/command", self._on_command, COMMAND_QOS)
@@ -100,12 +115,16 @@ class ArmNode(LifecycleNode):
             self.arm = _make_arm(self.rig, self.cfg.arm, self.cfg.use_mock_hardware, self.clock)
             self.arm.connect()
         except Exception as e:
-            self._fault = f"connect failed: {e}"
-            self.get_logger().error(f"{self.cfg.arm}: {self._fault}")
+            self._fault = f"{self.cfg.arm}: connect failed: {e}"
+            self.get_logger().error(self._fault)
+            self.pub_fault.publish(String(data=self._fault))
             self.arm = None
             return TransitionCallbackReturn.FAILURE
         self.names = tuple(self.arm.features.joint_names)
         self._fault = ""
+        self._safe_result = ""
+        self.pub_fault.publish(String(data=""))
+        self._rate.reset()
         self.counters["consecutive_errors"] = 0
         phase = self.cfg.phase_s if self.cfg.phase_s >= 0 else (0.006 if self.role == "follower" else 0.0)
         self._loop = PacedThread(f"{self.cfg.arm}-loop", self.rate_hz, self._tick, self._on_loop_error, self.clock,
@@ -156,11 +175,18 @@ class ArmNode(LifecycleNode):
         with self._bus:
             arm, self.arm = self.arm, None
         if arm is not None:
+            # the arm's configured safe state (Dynamixel: on_disconnect; leaders: torque off)
+            mode = {"torque_off": "torque off", "hold": "holding its pose"}.get(getattr(arm, "on_disconnect", ""), "")
+            if mode and self.role == "leader":
+                mode = "torque off"
             try:
                 arm.disconnect()  # goes to the arm's configured safe state, releases the port
-                self.get_logger().info(f"{self.cfg.arm}: safe state ({why})")
-            except Exception as e:
-                self.get_logger().error(f"{self.cfg.arm}: safe state on {why} failed: {e}")
+            except Exception as e:  # the arm says what it could not do (one line)
+                self._safe_result = f"safe state NOT reached: {e}"
+                self.get_logger().error(f"{self.cfg.arm}: safe state ({why}) NOT reached: {e}")
+                return
+            self._safe_result = f"arm in its safe state ({mode})" if mode else "arm in its safe state"
+            self.get_logger().info(f"{self.cfg.arm}: safe state ({why})" + (f": {mode}" if mode else ""))
 
     # ------------------------------------------------------------------ commands
 
@@ -188,6 +214,7 @@ class ArmNode(LifecycleNode):
     # ------------------------------------------------------------------ loop
 
     def _tick(self) -> None:
+        self._rate.tick(self.clock.now())
         with self._bus:
             self._tick_locked()
 
@@ -247,11 +274,16 @@ class ArmNode(LifecycleNode):
             self.counters["read_errors"] += 1
         self.counters["consecutive_errors"] += 1
         self._last_error = f"{what}: {e}"
-        if self.counters["consecutive_errors"] >= self.cfg.max_consecutive_errors and not self._fault:
+        if self._fault:
+            return
+        latched = getattr(self.arm, "fault", "")  # a servo's hardware error: it will not clear by itself
+        n = self.counters["consecutive_errors"]
+        if latched or n >= self.cfg.max_consecutive_errors:
             if self.arm is not None:
                 self._refresh_health(self.arm)  # the counters as they were when the arm gave up
-            self._fault = f"{self.counters['consecutive_errors']} failed bus ticks in a row (last: {what}: {e})"
-            self.get_logger().error(f"{self.cfg.arm}: {self._fault}; going to the safe state")
+            self._fault = latched or f"{self.cfg.arm}: {n} failed bus ticks in a row (last: {what}: {e})"
+            self.pub_fault.publish(String(data=self._fault))
+            self.get_logger().error(f"{self._fault}; going to the safe state")
             threading.Thread(target=self._safe_state, args=("bus fault",), daemon=True).start()
 
     def _on_loop_error(self, e: BaseException) -> None:
@@ -282,8 +314,19 @@ class ArmNode(LifecycleNode):
         self.pub_diag.publish(convert.diagnostic_array([status], now, self.mapper))
 
     def _level(self, now: float, cmd) -> tuple[bytes, str]:
+        level, message = self._state_level(now, cmd)
+        rate_level, rate_message = self._rate.check(now)  # the loop's achieved rate, added to the rest
+        if self._fault or self.arm is None or rate_level not in (RATE_WARN, RATE_ERROR):
+            return level, message
+        rate = convert.ERROR if rate_level == RATE_ERROR else convert.WARN
+        if level == convert.OK:
+            return rate, rate_message
+        return max(level, rate), f"{message}; {rate_message}"
+
+    def _state_level(self, now: float, cmd) -> tuple[bytes, str]:
         if self._fault:
-            return convert.ERROR, f"fault: {self._fault}; arm in safe state (restart the node)"
+            return convert.ERROR, (f"fault: {self._fault}; {self._safe_result or 'going to the safe state'} "
+                                   f"(restart the node)")
         if self.arm is None:
             return convert.ERROR, "not connected"
         if self.counters["consecutive_errors"]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from duet.config import field
 from duet.errors import ConfigError
+from duet.ratewatch import RateWatchConfig
 from duet.teleop.config import TeleopConfig
 
 
@@ -30,7 +31,11 @@ class ArmNodeConfig:
     )
     diagnostics_rate_hz: float = field(1.0, help="diagnostics publish rate, Hz")
     max_consecutive_errors: int = field(
-        25, help="after this many failed bus ticks in a row the arm goes to its safe state (fault)"
+        25, help="after this many failed bus ticks in a row the arm goes to its safe state (fault); a servo's "
+                 "hardware error (overload, overheating, ...) at once"
+    )
+    rate_watch: RateWatchConfig = field(
+        factory=RateWatchConfig, help="when the arm loop's achieved rate is reported (WARN / ERROR) as too low"
     )
     fault_scenario: str = field("", help="mock only: fault scenario overriding the rig's (e.g. lossy_1pct)")
     mock_motion: str = field("", help="mock leaders only: scripted motion overriding the rig's (wave, still)")

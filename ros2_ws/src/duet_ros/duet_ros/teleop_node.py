@@ -1,12 +1,17 @@
 """Teleop node: the duet.teleop core at 50 Hz over the arm nodes' topics.
 
 Subscribes  /<leader>/joint_states, /<follower>/joint_states   (sensor_msgs/JointState)
+            /<leader>/fault, /<follower>/fault   std_msgs/String, latched: an arm's fault in one
+                                       line ("" = healthy); the core pauses on it and refuses
+                                       start while any arm of a pair is faulted
 Publishes   /<follower>/command        sensor_msgs/JointState, stamped with the capture time
                                        of the leader sample it was computed from
             /teleop/state              std_msgs/String (idle, ramping, mirroring, paused; latched)
             /teleop/events             std_msgs/String (one line per state change / refusal)
             /diagnostics               loop rate, period error p50/p99/max, overruns,
-                                       leader-sample -> command latency p50/p99
+                                       leader-sample -> command latency p50/p99; ERROR while an
+                                       arm is faulted; WARN / ERROR when the loop's achieved
+                                       rate stays below teleop.rate_watch's fractions of rate_hz
 Services    /teleop/start, /teleop/stop, /teleop/pause   (std_srvs/Trigger)
             /teleop/reset_stats   restart the since-start ("run.*") loop and latency figures
 
@@ -28,11 +33,14 @@ from std_srvs.srv import Trigger
 from duet.clock import MonotonicClock
 from duet.hardware.interfaces import ArmFeatures, JointState
 from duet.hardware.rig import load_rig
+from duet.ratewatch import ERROR as RATE_ERROR
+from duet.ratewatch import WARN as RATE_WARN
+from duet.ratewatch import RateWatch
 from duet.teleop.core import TeleopCore, TeleopState
 from duet.teleop.inputs import make_input
 from duet.teleop.loop import LatencyStats
 from duet_ros import convert
-from duet_ros.arm_node import COMMAND_QOS, DIAG_QOS, STATE_QOS
+from duet_ros.arm_node import COMMAND_QOS, DIAG_QOS, FAULT_QOS, STATE_QOS
 from duet_ros.configs import TeleopNodeConfig
 from duet_ros.params import declare_config
 from duet_ros.runtime import PacedThread, Samples, run_node
@@ -65,6 +73,9 @@ class TeleopNode(Node):
         self._lock = threading.Lock()
         self._leaders: dict[str, JointState] = {}
         self._followers: dict[str, JointState] = {}
+        self._faults: dict[str, str] = {}  # arm -> its latest ~/fault ("" = healthy)
+        for name in (*leaders, *followers):
+            self.create_subscription(String, f"/{name}/fault", lambda m, n=name: self._on_fault(n, m), FAULT_QOS)
         for name in leaders:
             self.create_subscription(JointStateMsg, f"/{name}/joint_states",
                                      lambda m, n=name: self._on_state(self._leaders, n, m), STATE_QOS)
@@ -79,6 +90,7 @@ class TeleopNode(Node):
             self.create_service(Trigger, f"~/{action}", lambda req, resp, a=action: self._on_trigger(a, resp))
         self.create_service(Trigger, "~/reset_stats", self._on_reset_stats)
 
+        self.rate = RateWatch(cfg.teleop.rate_hz, cfg.teleop.rate_watch, what="teleop loop")
         self.latency = Samples()  # leader capture -> command publish, per diagnostics window (ms)
         self.run_latency = LatencyStats()  # the same since start (s)
         self.events_total = 0
@@ -100,6 +112,10 @@ class TeleopNode(Node):
         with self._lock:
             store[name] = state
 
+    def _on_fault(self, name: str, msg: String) -> None:
+        with self._lock:
+            self._faults[name] = msg.data
+
     def _on_trigger(self, action: str, resp):
         # answered once the loop applied it (or refused it: e.g. no fresh leader sample yet)
         ticket = self.core.submit(action, "service")
@@ -113,14 +129,16 @@ class TeleopNode(Node):
         return resp
 
     def _tick(self) -> None:
+        self.rate.tick(self.clock.now())
         for src in self.inputs:
             for action in src.poll():
                 self.core.request(action, src.name)
         with self._lock:
             leaders = dict(self._leaders)
             followers = dict(self._followers)
+            faults = dict(self._faults)
         now = self.clock.now()
-        result = self.core.step(now, leaders, followers)
+        result = self.core.step(now, leaders, followers, faults)
         for name, cmd in result.commands.items():
             self.pub_cmd[name].publish(convert.command_to_msg(self.follower_names[name], cmd.position, cmd.stamp,
                                                               self.mapper))
@@ -156,10 +174,18 @@ class TeleopNode(Node):
         missing = [n for n in (*self.core.leaders, *self.core.followers) if n not in ages]
         values.update({f"sample_age_s.{n}": a for n, a in ages.items()})
         stale = [n for n in self.core.leaders if ages.get(n, 1e9) > self.cfg.teleop.leader_max_age_s]
-        if missing:
+        faults = self.core.faults
+        rate_level, rate_message = self.rate.check(now)
+        if faults:
+            level, msg = convert.ERROR, f"{self.core.state.value}: arm fault: " + "; ".join(faults.values())
+        elif rate_level == RATE_ERROR:
+            level, msg = convert.ERROR, rate_message
+        elif missing:
             level, msg = convert.WARN, f"no joint states from {', '.join(missing)}"
         elif stale:
             level, msg = convert.WARN, f"leader samples stale: {', '.join(stale)}"
+        elif rate_level == RATE_WARN:
+            level, msg = convert.WARN, rate_message
         else:
             level, msg = convert.OK, self.core.state.value
         status = convert.diagnostic_status("duet/teleop", "teleop", level, msg, values)
