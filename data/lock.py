@@ -76,7 +76,7 @@ def describe_holder(h: dict[str, Any]) -> str:
     return s
 
 
-def _parse(data: bytes | None) -> dict[str, Any]:
+def parse_holder(data: bytes | None) -> dict[str, Any]:
     if not data:
         return {}
     try:
@@ -120,7 +120,7 @@ class FileLock(WriterLock):
 
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
-                held = _parse(_read_fd(fd))
+                held = parse_holder(_read_fd(fd))
                 os.close(fd)
                 if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise LockHeld(held) from None
@@ -135,7 +135,7 @@ class FileLock(WriterLock):
                 break
             os.close(fd)
         self._fd = fd
-        prev = _parse(_read_fd(fd))
+        prev = parse_holder(_read_fd(fd))
         if prev:
             self.took_over = prev  # a writer that ended without releasing (killed, power loss)
         data = json.dumps(self.holder).encode()
@@ -170,13 +170,13 @@ class LeaseLock(WriterLock):
         self.lease_s = float(lease_s)
         self.took_over = None
         self.holder = {**holder_info(), "token": uuid.uuid4().hex}
-        cur = _parse(get(LOCK_NAME))
+        cur = parse_holder(get(LOCK_NAME))
         if cur and not self._expired(cur):
             raise LockHeld(cur)
         if cur:
             self.took_over = cur
         self._write()
-        back = _parse(get(LOCK_NAME))
+        back = parse_holder(get(LOCK_NAME))
         if back.get("token") != self.holder["token"]:
             raise LockHeld(back)
         self._lost: dict[str, Any] | None = None
@@ -196,7 +196,7 @@ class LeaseLock(WriterLock):
     def _renew(self) -> None:
         while not self._stop.wait(self.lease_s / 3):
             try:
-                cur = _parse(self._get(LOCK_NAME))
+                cur = parse_holder(self._get(LOCK_NAME))
                 if cur.get("token") != self.holder["token"]:
                     self._lost = cur
                     return
@@ -213,5 +213,5 @@ class LeaseLock(WriterLock):
         self._stop.set()
         if self._lost is None:
             with contextlib.suppress(Exception):
-                if _parse(self._get(LOCK_NAME)).get("token") == self.holder["token"]:
+                if parse_holder(self._get(LOCK_NAME)).get("token") == self.holder["token"]:
                     self._delete(LOCK_NAME)

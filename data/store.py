@@ -54,6 +54,7 @@ from duet.data.lock import (
     LockUnsupported,
     WriterLock,
     describe_holder,
+    parse_holder,
     pid_alive,
 )
 from duet.errors import DuetError
@@ -709,6 +710,12 @@ class EpisodeStore:
                 ) from None
             out[j] = img
         return out
+
+    def writer(self) -> dict[str, Any] | None:
+        """Who holds (or last held without releasing) the writer lock: host, pid, since,
+        command; None when nobody does. Reads the lock file only (takes no lock)."""
+        h = parse_holder(self._raw.get(LOCK_NAME))
+        return h or None
 
     def disk_bytes(self) -> int | None:
         return self._raw.size_bytes()

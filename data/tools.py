@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from duet.data.layout import DEFAULT_JOINTS, ArmSpec, CameraSpec, DatasetSpec
+from duet.data.lock import describe_holder, pid_alive
 from duet.data.store import EpisodeStore, StoreError, health_line
 
 # ---------------------------------------------------------------------------- info
@@ -33,6 +35,11 @@ def info_lines(store: EpisodeStore, verbose: bool = False) -> list[str]:
         f"  cameras: {', '.join(f'{c.name} {c.width}x{c.height}' + (' +depth' if c.depth else '') for c in spec.cameras) or 'none'}"
         f"; images {spec.image_codec}" + (f" q{spec.jpeg_quality}" if spec.image_codec == "jpeg" else ""),
     ]
+    w = store.writer()
+    if w is not None:
+        ended = w.get("host") == socket.gethostname() and not pid_alive(w.get("pid", -1))
+        lines.append(f"  writer: {describe_holder(w)}"
+                     + (" (ended without releasing the lock; the next writer takes it over)" if ended else ""))
     pend = store.pending
     if pend is not None and int(pend.get("start", -1)) == store.n_steps:
         lines.append(f"  PARTIAL episode left by a crash: {pend.get('flushed', 0)} steps; "

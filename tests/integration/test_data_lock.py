@@ -173,6 +173,7 @@ def test_second_writer_is_refused_in_one_line_and_readers_need_no_lock(tmp_path,
         assert "\n" not in err and f"pid {h.pid}" in err and str(path) in err
         # readers take no lock: info, the sampler, read_episode work while the writer lives
         assert main(["data", "info", str(path)]) == 0
+        assert f"writer: pid {h.pid} on " in capsys.readouterr().out
         from duet.data.sampler import EpisodeSampler
 
         assert len(EpisodeSampler(path, 1, 4)) == 30
@@ -190,7 +191,7 @@ def test_second_writer_is_refused_in_one_line_and_readers_need_no_lock(tmp_path,
         assert s.read_raw_chunk("cam_high.color", start + k) == encode_jpeg(mod.step(1, k)["cam_high.color"], 90)
     np.testing.assert_array_equal(s.read_episode(1)["action"], np.stack([mod.step(1, k)["action"] for k in range(80)]))
     assert not s.episode_meta(1).get("recovered")
-    assert (path / LOCK_NAME).read_bytes() == b""  # released cleanly: no holder left behind
+    assert (path / LOCK_NAME).read_bytes() == b"" and s.writer() is None  # released cleanly
 
 
 @pytest.mark.timeout(120)
@@ -208,10 +209,13 @@ def test_lock_of_a_killed_writer_is_taken_over_and_recover_works(tmp_path, child
 
 
 @pytest.mark.timeout(120)
-def test_lock_left_by_dead_writer_names_it(tmp_path, child_file):
+def test_lock_left_by_dead_writer_names_it(tmp_path, child_file, capsys):
     path = tmp_path / "s.zarr"
     h = Holder(child_file, path, "hold", tmp_path)
     h.kill()
+    assert main(["data", "info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"writer: pid {h.pid} on " in out and "ended without releasing" in out and "PARTIAL episode" in out
     s = EpisodeStore.open(path, "a")
     assert s.lock.took_over["pid"] == h.pid
     assert int(s.pending["flushed"]) == 50  # the partial episode stays recoverable
