@@ -225,6 +225,9 @@ class ArmNode(LifecycleNode):
         if self.clock.now() >= self._health_due:  # health may touch the bus: only from this thread
             self._health_due = self.clock.now() + 1.0 / self.cfg.diagnostics_rate_hz
             self._refresh_health(arm)
+            self._check_torque()
+            if self._fault:
+                return
         try:
             state = arm.read()
         except Exception as e:
@@ -241,6 +244,21 @@ class ArmNode(LifecycleNode):
             self._health = dict(arm.health())
         except Exception as e:
             self._health = {"health_error": str(e)}
+
+    def _check_torque(self) -> None:
+        """An active follower whose servos lost torque (a reboot or brown-out is silent on the
+        wire; the health read shows it) is faulted: teleop must not ramp a limp arm."""
+        servos = self._health.get("servos")
+        if self.role != "follower" or not self._active or self._fault or not isinstance(servos, dict):
+            return
+        off = sorted(int(k) for k, v in servos.items() if isinstance(v, dict) and v.get("torque") is False)
+        if off:
+            self._fault = (f"arm {self.cfg.arm!r}: torque off on servo ID{'s' if len(off) > 1 else ''} "
+                           f"{', '.join(map(str, off))} while active (a servo reboot or brown-out): restart the "
+                           f"arm node to re-enable it")
+            self.pub_fault.publish(String(data=self._fault))
+            self.get_logger().error(f"{self._fault}; going to the safe state")
+            threading.Thread(target=self._safe_state, args=("torque lost",), daemon=True).start()
 
     def _apply_command(self, arm, now: float) -> None:
         with self._lock:
