@@ -17,8 +17,9 @@ Lifecycle: configure = connect and start publishing; activate = follower: torque
 apply commands / leader: torque off (moved by hand); deactivate = hold (commands ignored,
 the follower keeps its last goal); cleanup / shutdown / error = the arm's configured safe
 state and disconnect. With autostart (default) the node configures and activates itself.
-After max_consecutive_errors failed bus ticks in a row, or at once on a servo's hardware
-error (overload, overheating, ...: latched until the servo reboots), the arm is faulted: the
+After max_consecutive_errors failed bus ticks in a row, at once on a servo's hardware error
+(overload, overheating, ...: latched until the servo reboots), or when an active follower's
+servos lost torque (a reboot or brown-out, seen by the health read), the arm is faulted: the
 fault goes out on ~/fault, the arm goes to its safe state, the log says which safe state it
 reached (or that it could not), and the node reports ERROR until it is cleaned up and
 configured again.
