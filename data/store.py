@@ -72,16 +72,6 @@ FLUSH_PERIOD_S = 1.0
 class StoreError(DuetError):
     """A store is missing, foreign, corrupt or incompatible."""
 
-    def __init__(self, *args: Any):
-        # A DataLoader worker's error comes back to the training process re-created from
-        # "Caught X in DataLoader worker process N.\nOriginal Traceback ...\nX: message":
-        # keep the one-line message.
-        if len(args) == 1 and isinstance(args[0], str) and "\nOriginal Traceback" in args[0]:
-            last = [ln for ln in args[0].splitlines() if ln.strip()][-1]
-            head, sep, rest = last.partition(": ")
-            args = (rest if sep and " " not in head else last,)
-        super().__init__(*args)
-
 
 class StoreLockedError(StoreError):
     """Another writer holds the store (the message names it: host, pid, since, command)."""
