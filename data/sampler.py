@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from duet.data.keys import ACTION, ACTION_IS_PAD, IMAGE_PREFIX, OBS_IS_PAD, STATE, image_key
 from duet.data.store import EpisodeStore, StoreError
 
 
@@ -121,10 +122,10 @@ class EpisodeSampler:
         obs, obs_pad, act, act_pad = self._windows(e, t)
         base = int(self._ep_start_local[e])
         out: dict[str, np.ndarray] = {
-            "observation.state": self._state[base + obs],
-            "action": self._action[base + act],
-            "action_is_pad": act_pad,
-            "observation.is_pad": obs_pad,
+            STATE: self._state[base + obs],
+            ACTION: self._action[base + act],
+            ACTION_IS_PAD: act_pad,
+            OBS_IS_PAD: obs_pad,
         }
         if self.camera_names:
             store = self.store
@@ -134,11 +135,11 @@ class EpisodeSampler:
                 imgs = store.read_frames(cam, s0 + uniq)[inv]
                 if self.image_transform is not None:
                     imgs = self.image_transform(imgs)
-                out[f"observation.images.{cam}"] = imgs
+                out[image_key(cam)] = imgs
         return out
 
 
-def compute_stats(store: EpisodeStore | str, keys: Sequence[str] = ("observation.state", "action"),
+def compute_stats(store: EpisodeStore | str, keys: Sequence[str] = (STATE, ACTION),
                   episodes: Sequence[int] | None = None, max_image_frames: int = 200,
                   seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
     """mean / std / min / max per key over the selected episodes (for the normalizer).
@@ -155,8 +156,8 @@ def compute_stats(store: EpisodeStore | str, keys: Sequence[str] = ("observation
     slices = [store.episode_slice(i) for i in eps]
     out: dict[str, dict[str, np.ndarray]] = {}
     for key in keys:
-        if key.startswith("observation.images."):
-            cam = key.split(".", 2)[2]
+        if key.startswith(IMAGE_PREFIX):
+            cam = key[len(IMAGE_PREFIX):]
             spec.camera(cam)
             steps = np.concatenate([np.arange(s.start, s.stop) for s in slices])
             rng = np.random.default_rng(seed)
@@ -170,7 +171,7 @@ def compute_stats(store: EpisodeStore | str, keys: Sequence[str] = ("observation
                 "max": flat.max(0).reshape(3, 1, 1).astype(np.float32),
             }
             continue
-        if key == "observation.state":
+        if key == STATE:
             parts = [f"{f}.position" for f in spec.followers]
         elif key in spec.lowdim_arrays():
             parts = [key]

@@ -20,11 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from duet.config import field
+from duet.data.keys import ACTION, ACTION_IS_PAD, IMAGE_PREFIX, STATE, image_key
 from duet.errors import ConfigError, DuetError
 from duet.policy.interface import ActionChunk
-from duet.policy.normalize import ACTION, STATE, Normalizer
-
-IMAGE_PREFIX = "observation.images."
+from duet.policy.normalize import Normalizer
 
 
 @dataclass
@@ -207,7 +206,7 @@ class BasePolicy(nn.Module):
         b, t = state.shape[:2]
         cams = []
         for cam in self.camera_names:
-            key = IMAGE_PREFIX + cam
+            key = image_key(cam)
             if key not in batch:
                 raise DuetError(f"observation lacks {key!r}: the policy was trained on cameras {list(self.camera_names)}")
             img = torch.as_tensor(batch[key], device=self.device)
@@ -220,7 +219,7 @@ class BasePolicy(nn.Module):
                "images": images.reshape(b, t, *images.shape[1:])}
         if ACTION in batch:
             out["action"] = self.normalizer.action(torch.as_tensor(batch[ACTION], device=self.device).float())
-            pad = batch.get("action_is_pad")
+            pad = batch.get(ACTION_IS_PAD)
             out["action_is_pad"] = (torch.zeros(out["action"].shape[:2], dtype=torch.bool, device=self.device)
                                     if pad is None else torch.as_tensor(pad, device=self.device).bool())
         return out

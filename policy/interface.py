@@ -2,7 +2,8 @@
 
 A policy is config / model / normalizer: the model never normalizes; the policy wraps
 model + normalizer statistics and speaks in raw units (radians, normalized gripper,
-uint8 images). Observation and batch keys follow the dataset sampler:
+uint8 images). Observation and batch keys follow the dataset sampler (the strings are
+defined once, in duet.data.keys):
 
     "observation.state"          float32 (n_obs, S)   follower joint positions, rig pair order
     "observation.images.<cam>"   uint8   (n_obs, H, W, 3)

@@ -18,10 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from duet.data.keys import ACTION, ACTION_IS_PAD, STATE
 from duet.errors import DuetError
 
-STATE = "observation.state"
-ACTION = "action"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -44,7 +43,7 @@ def compute_stats(dataset: Sequence[Mapping[str, Any]] | Any, max_items: int | N
         s = np.asarray(item[STATE], dtype=np.float64)
         states.append(s.reshape(-1, s.shape[-1]) if s.ndim > 1 else s[None])
         a = np.asarray(item[ACTION], dtype=np.float64)
-        pad = np.asarray(item.get("action_is_pad", np.zeros(len(a), bool)), dtype=bool)
+        pad = np.asarray(item.get(ACTION_IS_PAD, np.zeros(len(a), bool)), dtype=bool)
         actions.append(a[~pad])
     return {STATE: _moments(np.concatenate(states)), ACTION: _moments(np.concatenate(actions))}
 

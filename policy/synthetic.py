@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from duet.data.keys import ACTION, ACTION_IS_PAD, OBS_IS_PAD, STATE, image_key
+
 
 class SyntheticEpisodes:
     def __init__(self, n_episodes: int = 4, episode_len: int = 60, n_obs_steps: int = 1, horizon: int = 20,
@@ -58,13 +60,13 @@ class SyntheticEpisodes:
         act = np.arange(t - self.n_obs_steps + 1, t - self.n_obs_steps + 1 + self.horizon)
         obs_c, act_c = np.clip(obs, 0, L - 1), np.clip(act, 0, L - 1)
         out = {
-            "observation.state": self._state[e, obs_c].copy(),
-            "action": self._action[e, act_c].copy(),
-            "action_is_pad": (act < 0) | (act >= L),
-            "observation.is_pad": (obs < 0) | (obs >= L),
+            STATE: self._state[e, obs_c].copy(),
+            ACTION: self._action[e, act_c].copy(),
+            ACTION_IS_PAD: (act < 0) | (act >= L),
+            OBS_IS_PAD: (obs < 0) | (obs >= L),
         }
         for i, cam in enumerate(self.camera_names):
-            out[f"observation.images.{cam}"] = np.stack([self._image(self._state[e, j], i) for j in obs_c])
+            out[image_key(cam)] = np.stack([self._image(self._state[e, j], i) for j in obs_c])
         return out
 
     def write_store(self, path, overwrite: bool = False):

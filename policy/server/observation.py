@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from duet.data.keys import OBS_IS_PAD, STATE, image_key
 from duet.errors import DuetError
 from duet.hardware.interfaces import CameraReading, JointState
 
@@ -54,11 +55,11 @@ class ObsSnapshot:
         pad = self.n_obs_steps - len(self.samples)
         seq = (self.samples[0],) * pad + self.samples
         obs: dict[str, np.ndarray] = {
-            "observation.state": np.stack([s.state for s in seq]).astype(np.float32, copy=False),
-            "observation.is_pad": np.array([True] * pad + [False] * len(self.samples)),
+            STATE: np.stack([s.state for s in seq]).astype(np.float32, copy=False),
+            OBS_IS_PAD: np.array([True] * pad + [False] * len(self.samples)),
         }
         for cam in self.camera_names:
-            obs[f"observation.images.{cam}"] = np.stack([s.images[cam] for s in seq])
+            obs[image_key(cam)] = np.stack([s.images[cam] for s in seq])
         return obs
 
 
