@@ -36,14 +36,19 @@ def info_lines(store: EpisodeStore, verbose: bool = False) -> list[str]:
         f"; images {spec.image_codec}" + (f" q{spec.jpeg_quality}" if spec.image_codec == "jpeg" else ""),
     ]
     w = store.writer()
+    live = False
     if w is not None:
         ended = w.get("host") == socket.gethostname() and not pid_alive(w.get("pid", -1))
+        live = not ended
         lines.append(f"  writer: {describe_holder(w)}"
                      + (" (ended without releasing the lock; the next writer takes it over)" if ended else ""))
     pend = store.pending
     if pend is not None and int(pend.get("start", -1)) == store.n_steps:
-        lines.append(f"  PARTIAL episode left by a crash: {pend.get('flushed', 0)} steps; "
-                     f"run `duet data recover {store.location}` (or --discard)")
+        if live:
+            lines.append(f"  episode being recorded by the writer: {pend.get('flushed', 0)} steps flushed so far")
+        else:
+            lines.append(f"  PARTIAL episode left by a crash: {pend.get('flushed', 0)} steps; "
+                         f"run `duet data recover {store.location}` (or --discard)")
     flagged = 0
     for i in range(store.n_episodes):
         m = store.episode_meta(i)
