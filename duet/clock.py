@@ -14,6 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
+from duet.stats import Samples
+
 
 class Clock(Protocol):
     def now(self) -> float:
@@ -97,29 +99,26 @@ class PeriodSummary:
 
 
 class PeriodStats:
-    """Records tick times and summarises the absolute period error."""
+    """Records tick times (the first `capacity`) and summarises the absolute period error."""
 
     def __init__(self, period: float, capacity: int = 1_000_000):
         self.period = float(period)
-        self._t = np.empty(capacity, dtype=np.float64)
-        self._n = 0
+        self._t = Samples(capacity)
         self.overruns = 0
 
     def record(self, t: float) -> None:
-        if self._n < len(self._t):
-            self._t[self._n] = t
-            self._n += 1
+        self._t.add(t)
 
     def reset(self) -> None:
-        self._n = 0
+        self._t.reset()
         self.overruns = 0
 
     @property
     def ticks(self) -> int:
-        return self._n
+        return len(self._t)
 
     def summary(self) -> PeriodSummary:
-        t = self._t[: self._n]
+        t = self._t.values()
         if len(t) < 2:
             return PeriodSummary(len(t), 0.0, 0.0, 0.0, 0.0, self.overruns)
         dt = np.diff(t)

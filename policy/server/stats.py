@@ -7,35 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-
-class Samples:
-    """A fixed-capacity ring of float samples; percentiles over the most recent `capacity`."""
-
-    def __init__(self, capacity: int = 100_000):
-        self._v = np.empty(capacity, dtype=np.float64)
-        self._n = 0  # total recorded
-
-    def add(self, v: float) -> None:
-        self._v[self._n % len(self._v)] = v
-        self._n += 1
-
-    def reset(self) -> None:
-        self._n = 0
-
-    @property
-    def count(self) -> int:
-        return self._n
-
-    def values(self) -> np.ndarray:
-        return self._v[: min(self._n, len(self._v))]
-
-    def pct(self, q: float) -> float:
-        v = self.values()
-        return float(np.percentile(v, q)) if len(v) else float("nan")
-
-    def max(self) -> float:
-        v = self.values()
-        return float(v.max()) if len(v) else float("nan")
+from duet.stats import Samples
 
 
 @dataclass
@@ -139,10 +111,11 @@ class StatsRecorder:
         self.limit_excess_max = 0.0
         self.step_clamps = 0
         self.clamps_by_dim = np.zeros(self.action_dim, dtype=np.int64)
-        self.inference_s = Samples()
-        self.arrival_s = Samples()
-        self.jumps = Samples()
-        self.steps = Samples()
+        # percentiles over the most recent 100k samples
+        self.inference_s = Samples(100_000, ring=True)
+        self.arrival_s = Samples(100_000, ring=True)
+        self.jumps = Samples(100_000, ring=True)
+        self.steps = Samples(100_000, ring=True)
 
     def snapshot(self, latency_ticks: int) -> ServerStats:
         return ServerStats(

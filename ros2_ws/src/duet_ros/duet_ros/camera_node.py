@@ -24,10 +24,11 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from duet.clock import MonotonicClock
 from duet.hardware.rig import load_rig
+from duet.stats import Samples
 from duet_ros import convert
 from duet_ros.configs import CameraNodeConfig
 from duet_ros.params import declare_config
-from duet_ros.runtime import PacedThread, Samples, run_node
+from duet_ros.runtime import PacedThread, run_node
 
 DIAG_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -70,7 +71,7 @@ class CameraNode(Node):
         self._stale_ticks = 0
         self._reading = None
         self._last_error = ""
-        self._encode = Samples()
+        self._encode = Samples(4096)
         self._lock = threading.Lock()
         self._window_start = self.clock.now()
         self._loop = PacedThread(f"{cfg.camera}-publish", float(self.slot.fps), self._tick, self._on_error, self.clock)

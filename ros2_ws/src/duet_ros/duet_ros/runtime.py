@@ -14,8 +14,6 @@ import threading
 import traceback
 from collections.abc import Callable
 
-import numpy as np
-
 from duet.clock import Clock, MonotonicClock, Pacer, PeriodStats
 from duet.errors import DuetError
 
@@ -63,27 +61,6 @@ class WindowStats:
             "overruns_total": self.total_overruns,
             "ticks_total": self.total_ticks,
         }
-
-
-class Samples:
-    """A bounded window of float samples (latencies, encode times)."""
-
-    def __init__(self, capacity: int = 4096):
-        self._v: list[float] = []
-        self._cap = capacity
-        self._lock = threading.Lock()
-
-    def add(self, x: float) -> None:
-        with self._lock:
-            if len(self._v) < self._cap:
-                self._v.append(x)
-
-    def percentiles_and_reset(self, *qs: float) -> list[float]:
-        with self._lock:
-            v, self._v = self._v, []
-        if not v:
-            return [float("nan")] * len(qs)
-        return [float(x) for x in np.percentile(np.asarray(v), qs)]
 
 
 def grid_start(now: float, period: float, phase_s: float | None) -> float:

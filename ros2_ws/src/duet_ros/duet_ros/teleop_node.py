@@ -36,14 +36,14 @@ from duet.hardware.rig import load_rig
 from duet.ratewatch import ERROR as RATE_ERROR
 from duet.ratewatch import WARN as RATE_WARN
 from duet.ratewatch import RateWatch
+from duet.stats import Samples
 from duet.teleop.core import TeleopCore, TeleopState
 from duet.teleop.inputs import make_input
-from duet.teleop.loop import LatencyStats
 from duet_ros import convert
 from duet_ros.arm_node import COMMAND_QOS, DIAG_QOS, FAULT_QOS, STATE_QOS
 from duet_ros.configs import TeleopNodeConfig
 from duet_ros.params import declare_config
-from duet_ros.runtime import PacedThread, Samples, run_node
+from duet_ros.runtime import PacedThread, run_node
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -91,8 +91,8 @@ class TeleopNode(Node):
         self.create_service(Trigger, "~/reset_stats", self._on_reset_stats)
 
         self.rate = RateWatch(cfg.teleop.rate_hz, cfg.teleop.rate_watch, what="teleop loop")
-        self.latency = Samples()  # leader capture -> command publish, per diagnostics window (ms)
-        self.run_latency = LatencyStats()  # the same since start (s)
+        self.latency = Samples(4096)  # leader capture -> command publish, per diagnostics window (ms)
+        self.run_latency = Samples(1 << 20)  # the same since start (s)
         self.events_total = 0
         self.last_event = ""
         self._published_state: TeleopState | None = None
@@ -144,7 +144,7 @@ class TeleopNode(Node):
                                                               self.mapper))
         if result.latency is not None:
             self.latency.add(result.latency * 1e3)
-            self.run_latency.record(result.latency)
+            self.run_latency.add(result.latency)
         for ev in result.events:
             self.events_total += 1
             self.last_event = str(ev)
@@ -166,7 +166,7 @@ class TeleopNode(Node):
         values = {"state": self.core.state.value, "scheduling": self._loop.realtime}
         values.update(self._loop.window.summary_and_reset(with_run=True))
         p50, p99 = self.latency.percentiles_and_reset(50, 99)
-        r50, r99 = self.run_latency.percentiles_ms(50, 99)
+        r50, r99 = (x * 1e3 for x in self.run_latency.percentiles(50, 99))
         values.update(latency_ms_p50=p50, latency_ms_p99=p99, events_total=self.events_total,
                       last_event=self.last_event, **{"run.latency_ms_p50": r50, "run.latency_ms_p99": r99})
         with self._lock:
