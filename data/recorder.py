@@ -41,7 +41,7 @@ import numpy as np
 from duet.clock import Clock, MonotonicClock
 from duet.config import field, to_dict
 from duet.data.layout import config_hash
-from duet.data.store import EpisodeStore, EpisodeWriter, StoreError, encode_jpeg, health_line
+from duet.data.store import EpisodeStore, EpisodeWriter, StoreError, encode_jpeg, episode_health, health_line
 from duet.errors import ConfigError, DuetError
 from duet.hardware.interfaces import Frame, JointState
 
@@ -67,6 +67,43 @@ class EpisodeResult:
 
 
 _REPEAT = object()  # marker: write the camera's previous frame again (writer fell behind)
+
+
+# Messages to the writer thread (one queue, handled in order; the writer matches on the type).
+@dataclass(frozen=True)
+class _Begin:
+    meta: dict[str, Any]  # the episode's metadata at its start
+
+
+@dataclass(frozen=True)
+class _Step:
+    row: dict[str, Any]  # one tick's low-dimensional values, by data key
+    frames: dict[str, Any]  # per camera: the Frame to write, _REPEAT, or None (no frame yet)
+
+
+@dataclass
+class _EndReply:
+    """What the writer hands back to stop_episode: a result or an error, then done is set."""
+
+    done: threading.Event
+    result: EpisodeResult | None = None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class _End:
+    discard: bool  # discard instead of committing
+    dropped: dict[str, int]  # frames repeated per camera because the writer fell behind
+    meta: dict[str, Any]  # metadata known only at the end
+    reply: _EndReply
+
+
+@dataclass(frozen=True)
+class _Quit:
+    pass
+
+
+_WriterMessage = _Begin | _Step | _End | _Quit
 
 
 @dataclass
@@ -98,7 +135,7 @@ class Recorder:
         self._commands: dict[str, tuple[np.ndarray, float] | None] = {f: None for f in self.spec.followers}
         self._frames: dict[str, Frame | None] = {c.name: None for c in self.spec.cameras}
         self._lock = threading.Lock()
-        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[_WriterMessage] = queue.SimpleQueue()
         self._pending = 0  # frames waiting for the writer
         self._pending_lock = threading.Lock()
         self._recording = False
@@ -151,9 +188,8 @@ class Recorder:
             m["calibration_hash"] = self.calibration_hash
         self._error = None
         self._episode_dropped = {c: 0 for c in self._frames}
-        self._last_frame_ids: dict[str, int] = {}
         self._recording = True
-        self._q.put(("begin", m))
+        self._q.put(_Begin(m))
 
     def tick(self, now: float) -> None:
         """Sample the latest value of every sensor at tick time `now`. Never blocks."""
@@ -212,7 +248,7 @@ class Recorder:
                 frames[cam] = fr
                 self.stats.frames_queued += 1
         self.stats.ticks += 1
-        self._q.put(("step", row, frames))
+        self._q.put(_Step(row, frames))
 
     def stop_episode(self, discard: bool = False, timeout: float | None = None,
                      meta: dict[str, Any] | None = None) -> EpisodeResult:
@@ -224,15 +260,14 @@ class Recorder:
         if not self._recording:
             raise StoreError("recorder: no episode is being recorded")
         self._recording = False
-        done = threading.Event()
-        box: dict[str, Any] = {}
-        self._q.put(("end", discard, dict(self._episode_dropped), done, box, dict(meta or {})))
-        if not done.wait(self.config.commit_timeout_s if timeout is None else timeout):
+        reply = _EndReply(threading.Event())
+        self._q.put(_End(discard, dict(self._episode_dropped), dict(meta or {}), reply))
+        if not reply.done.wait(self.config.commit_timeout_s if timeout is None else timeout):
             raise StoreError(f"recorder: the writer did not finish within {self.config.commit_timeout_s:.0f} s "
                              "(disk too slow?); the episode stays recoverable with `duet data recover`")
-        if "error" in box:
-            raise box["error"]
-        res: EpisodeResult = box["result"]
+        if reply.error is not None:
+            raise reply.error
+        res: EpisodeResult = reply.result  # the writer sets a result or an error before done
         log.info("episode %s: %s", res.index, res.line)
         return res
 
@@ -246,7 +281,7 @@ class Recorder:
             except DuetError:
                 pass
         self._closed = True
-        self._q.put(("quit",))
+        self._q.put(_Quit())
         self._thread.join(timeout=30)
         self._pool.shutdown(wait=True)
         self.store.close()  # release the writer lock
@@ -332,87 +367,107 @@ class Recorder:
             self.stats.frames_written += 1
         finally:
             self._release(release)
+
     def _writer_loop(self) -> None:
         ep: EpisodeWriter | None = None
         last_src: dict[str, Any] = {}  # per image key: bytes / array, or a Future of them
         last_key: dict[str, tuple] = {}
         jobs: list[Future] = []  # image writes in flight
         while True:
-            item = self._q.get()
+            msg = self._q.get()
             t_busy = time.perf_counter()
-            kind = item[0]
-            if kind == "quit":
-                return
-            if kind == "begin":
-                last_src.clear()
-                last_key.clear()
-                jobs.clear()
-                try:
-                    ep = self.store.episode(item[1])
-                    ep.before_flush = lambda jobs=jobs: _wait_all(jobs, raise_errors=True)
-                except BaseException as e:  # noqa: BLE001 - reported at stop_episode
-                    self._fail(e)
-                    ep = None
-            elif kind == "step":
-                _, row, frames = item
-                if ep is None or self._error is not None:
-                    self._release(sum(1 for f in frames.values() if f is not None and f is not _REPEAT))
-                else:
+            match msg:
+                case _Quit():
+                    return
+                case _Begin():
+                    last_src.clear()
+                    last_key.clear()
+                    jobs.clear()
+                    ep = self._open_episode(msg.meta, jobs)
+                case _Step():
+                    ep = self._write_or_skip_step(ep, msg, last_src, last_key, jobs)
+                case _End():
                     try:
-                        self._write_step(ep, row, frames, last_src, last_key, jobs)
-                    except BaseException as e:  # noqa: BLE001 - reported at stop_episode
-                        self._fail(e)
-                        _wait_all(jobs)
-                        ep.discard()
+                        self._end_episode(ep, msg, jobs)
+                    finally:
                         ep = None
-            elif kind == "end":
-                _, discard, dropped, done, box, end_meta = item
-                try:
-                    if ep is not None and self._error is None:
-                        try:
-                            _wait_all(jobs, raise_errors=True)
-                        except BaseException as e:  # noqa: BLE001
-                            self._fail(e)
-                    else:
-                        _wait_all(jobs)
-                    if self._error is not None:
-                        if ep is not None:
-                            ep.discard()
-                        box["error"] = self._error
-                    elif ep is None:
-                        box["error"] = StoreError("recorder: the episode was never opened")
-                    elif discard or ep.length == 0:
-                        ep.discard()
-                        box["result"] = EpisodeResult(None, {"length": ep.length}, f"discarded ({ep.length} steps)")
-                    else:
-                        extra = {
-                            "writer_dropped": int(sum(dropped.values())),
-                            "writer_dropped_per_camera": dropped,
-                            "mb_written": ep.bytes_written / 1e6,
-                        }
-                        from duet.data.store import episode_health
-
-                        health = episode_health(self.spec, ep.data())
-                        if extra["writer_dropped"]:
-                            health["flags"].append(f"writer fell behind: {extra['writer_dropped']} frames repeated")
-                            health["flagged"] = True
-                        ft = np.asarray(ep.flush_times).reshape(-1, 3)
-                        if len(ft):
-                            extra["flush_ms"] = {
-                                "wait_images_max": float(ft[:, 0].max() * 1e3),
-                                "rows_max": float(ft[:, 1].max() * 1e3),
-                                "sync_p50": float(np.percentile(ft[:, 2], 50) * 1e3),
-                                "sync_max": float(ft[:, 2].max() * 1e3),
-                            }
-                        idx = ep.commit({**end_meta, **health, **extra})
-                        self.stats.bytes_written += ep.bytes_written
-                        box["result"] = EpisodeResult(idx, ep.committed_meta, health_line(ep.committed_meta))
-                except BaseException as e:  # noqa: BLE001
-                    box["error"] = e
-                finally:
-                    ep = None
-                    done.set()
+                        msg.reply.done.set()
             self.stats.write_busy_s += time.perf_counter() - t_busy
+
+    def _open_episode(self, meta: dict[str, Any], jobs: list[Future]) -> EpisodeWriter | None:
+        """Open the store's episode writer; a failure is kept for stop_episode (None returned)."""
+        try:
+            ep = self.store.episode(meta)
+            ep.before_flush = lambda jobs=jobs: _wait_all(jobs, raise_errors=True)
+            return ep
+        except BaseException as e:  # noqa: BLE001 - reported at stop_episode
+            self._fail(e)
+            return None
+
+    def _write_or_skip_step(self, ep: EpisodeWriter | None, step: _Step, last_src: dict[str, Any],
+                            last_key: dict[str, tuple], jobs: list[Future]) -> EpisodeWriter | None:
+        """Write one tick, or only release its frames once the episode has failed. A write
+        error discards the episode (None returned) and is kept for stop_episode."""
+        if ep is None or self._error is not None:
+            self._release(sum(1 for f in step.frames.values() if f is not None and f is not _REPEAT))
+            return ep
+        try:
+            self._write_step(ep, step.row, step.frames, last_src, last_key, jobs)
+        except BaseException as e:  # noqa: BLE001 - reported at stop_episode
+            self._fail(e)
+            _wait_all(jobs)
+            ep.discard()
+            return None
+        return ep
+
+    def _end_episode(self, ep: EpisodeWriter | None, end: _End, jobs: list[Future]) -> None:
+        """Drain the image writes, then commit or discard; the outcome goes to end.reply."""
+        reply = end.reply
+        try:
+            if ep is not None and self._error is None:
+                try:
+                    _wait_all(jobs, raise_errors=True)
+                except BaseException as e:  # noqa: BLE001
+                    self._fail(e)
+            else:
+                _wait_all(jobs)
+            if self._error is not None:
+                if ep is not None:
+                    ep.discard()
+                reply.error = self._error
+            elif ep is None:
+                reply.error = StoreError("recorder: the episode was never opened")
+            elif end.discard or ep.length == 0:
+                ep.discard()
+                reply.result = EpisodeResult(None, {"length": ep.length}, f"discarded ({ep.length} steps)")
+            else:
+                reply.result = self._commit_episode(ep, end)
+        except BaseException as e:  # noqa: BLE001
+            reply.error = e
+
+    def _commit_episode(self, ep: EpisodeWriter, end: _End) -> EpisodeResult:
+        """Commit with the end metadata, the health summary and the writer's figures."""
+        dropped = end.dropped
+        extra = {
+            "writer_dropped": int(sum(dropped.values())),
+            "writer_dropped_per_camera": dropped,
+            "mb_written": ep.bytes_written / 1e6,
+        }
+        health = episode_health(self.spec, ep.data())
+        if extra["writer_dropped"]:
+            health["flags"].append(f"writer fell behind: {extra['writer_dropped']} frames repeated")
+            health["flagged"] = True
+        ft = np.asarray(ep.flush_times).reshape(-1, 3)
+        if len(ft):
+            extra["flush_ms"] = {
+                "wait_images_max": float(ft[:, 0].max() * 1e3),
+                "rows_max": float(ft[:, 1].max() * 1e3),
+                "sync_p50": float(np.percentile(ft[:, 2], 50) * 1e3),
+                "sync_max": float(ft[:, 2].max() * 1e3),
+            }
+        idx = ep.commit({**end.meta, **health, **extra})
+        self.stats.bytes_written += ep.bytes_written
+        return EpisodeResult(idx, ep.committed_meta, health_line(ep.committed_meta))
 
 
 _BLACK: dict[tuple, Any] = {}
