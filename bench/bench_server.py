@@ -23,13 +23,12 @@ import time
 
 import numpy as np
 
-from duet.clock import MonotonicClock, Pacer
+from duet.clock import MonotonicClock, Pacer, set_realtime
 from duet.hardware.arm_model import load_arm_model
 from duet.hardware.interfaces import CameraReading, Frame, JointState
 from duet.hardware.safety import SafetyLimits
 from duet.policy.interface import ActionChunk
 from duet.policy.server import PolicyServer, ServerConfig
-from duet.policy.server.loop import realtime_priority
 
 CAMS = ("cam_high", "cam_low")
 RATE = 50.0
@@ -159,7 +158,7 @@ def main(argv=None) -> int:
 
     rt = args.rt_priority
     if rt > 0:
-        why = realtime_priority(rt)
+        why = set_realtime(rt)
         print(f"loop thread SCHED_FIFO {rt}: {why or 'on'}")
         rt = 0 if why else rt
 

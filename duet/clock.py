@@ -1,4 +1,4 @@
-"""Time as an input: clocks, absolute-deadline pacing and period statistics.
+"""Time as an input: clocks, absolute-deadline pacing, period statistics, real-time scheduling.
 
 Every loop in duet gets its clock injected. Production code uses MonotonicClock (the
 process monotonic clock, the one every sample's timestamp is taken from); tests use
@@ -7,8 +7,11 @@ FakeClock, whose time only moves when told to.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -167,3 +170,40 @@ class Pacer:
         self.stats.record(self.clock.now())
         self._next += self.period
         return deadline
+
+
+def set_realtime(priority: int) -> str:
+    """Scheduling of the calling thread (Linux, per thread), best effort.
+
+    priority 1..99: SCHED_FIFO at that priority, so other processes cannot delay the thread;
+    needs root, CAP_SYS_NICE or an rtprio limit (e.g. `@realtime - rtprio 98` in
+    /etc/security/limits.conf). priority 0: SCHED_OTHER, dropping a real-time policy
+    inherited from the creating thread. Returns "" when applied, else why not in one line
+    (the caller runs on unprivileged).
+    """
+    if not hasattr(os, "sched_setscheduler"):
+        return "SCHED_FIFO is not available on this platform" if priority > 0 else ""
+    try:
+        if priority > 0:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(int(priority)))
+        elif os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR):
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except (OSError, ValueError) as e:
+        return f"SCHED_FIFO priority {priority} refused ({e}); run as root, or set an rtprio limit"
+    return ""
+
+
+@contextmanager
+def realtime(priority: int) -> Iterator[str]:
+    """set_realtime(priority) for the calling thread inside the block (priority > 0; 0: no
+    change), its previous policy restored after. Yields set_realtime's answer."""
+    if priority <= 0 or not hasattr(os, "sched_getscheduler"):
+        yield "" if priority <= 0 else set_realtime(priority)
+        return
+    before = (os.sched_getscheduler(0), os.sched_getparam(0))
+    why = set_realtime(priority)
+    try:
+        yield why
+    finally:
+        if not why:
+            os.sched_setscheduler(0, *before)

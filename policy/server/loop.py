@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from duet.clock import Pacer, PeriodSummary
+from duet.clock import Pacer, PeriodSummary, realtime
 from duet.errors import DuetError
 from duet.hardware.interfaces import Arm, Camera
 from duet.hardware.safety import SafetyLimits
@@ -30,19 +29,6 @@ class LoopReport:
     def lines(self) -> list[str]:
         return [f"loop: {self.period.line()}; read errors {self.read_errors}, write errors {self.write_errors}",
                 *self.server.lines()]
-
-
-def realtime_priority(priority: int) -> str:
-    """Best effort: run the calling thread under SCHED_FIFO at `priority` (1..99) so other
-    processes cannot delay the control tick. Needs root or CAP_SYS_NICE (or an rtprio
-    limit). Returns "" on success, else why not (the loop still runs, unprivileged)."""
-    if not hasattr(os, "sched_setscheduler"):
-        return "SCHED_FIFO is not available on this platform"
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(int(priority)))
-    except (OSError, ValueError) as e:
-        return f"SCHED_FIFO priority {priority} refused ({e}); run as root, or set an rtprio limit"
-    return ""
 
 
 def safety_limits(arms: Sequence[Arm]) -> SafetyLimits:
@@ -74,7 +60,7 @@ def run_loop(server: PolicyServer, arms: Sequence[Arm], cameras: Mapping[str, Ca
     (only the policy's cameras are needed). Each tick: read arms and cameras, observe, tick,
     write the command. A failed arm read leaves that arm's joint state stale, so the
     watchdog holds; the loop itself keeps its deadlines. rt_priority > 0: run the calling
-    thread under SCHED_FIFO (best effort, see realtime_priority; restored on return).
+    thread under SCHED_FIFO (best effort, see duet.clock.set_realtime; restored on return).
     """
     sizes = [len(a.features.joint_names) for a in arms]
     if sum(sizes) != server.action_dim:
@@ -87,18 +73,10 @@ def run_loop(server: PolicyServer, arms: Sequence[Arm], cameras: Mapping[str, Ca
         server.action_names = action_names(arms)
     if not server._started:
         server.start()
-    restore = None
-    if rt_priority > 0 and hasattr(os, "sched_getscheduler"):
-        restore = (os.sched_getscheduler(0), os.sched_getparam(0))
-        why = realtime_priority(rt_priority)
+    with realtime(rt_priority) as why:
         if why:
-            restore = None
             log.warning("run_loop: %s", why)
-    try:
         return _loop(server, arms, cameras, pacer, duration, on_tick, stop, sizes)
-    finally:
-        if restore is not None:
-            os.sched_setscheduler(0, restore[0], restore[1])
 
 
 def _loop(server, arms, cameras, pacer, duration, on_tick, stop, sizes) -> LoopReport:

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from typing import Literal
 
-from duet.clock import Clock
+from duet.clock import Clock, set_realtime
 from duet.hardware.safety import LimitFault
 from duet.policy.interface import ActionChunk, Policy
 from duet.policy.server.observation import ObsSnapshot
@@ -141,18 +141,16 @@ class InferenceWorker:
     def _set_scheduling(self) -> None:
         """Linux, per thread: SCHED_FIFO at rt_priority, or SCHED_OTHER (dropping a real-time
         policy inherited from the creating thread) plus `nice`."""
-        if not hasattr(os, "sched_setscheduler"):
+        why = set_realtime(self.rt_priority)
+        if why:
+            self.scheduling_note = f"inference worker scheduling not applied: {why}"
+            return
+        if self.rt_priority > 0 or self.nice <= 0:
             return
         try:
-            if self.rt_priority > 0:
-                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.rt_priority))
-                return
-            if os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR):
-                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-            if self.nice > 0:
-                tid = threading.get_native_id()  # PRIO_PROCESS with a thread id: that thread only
-                os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + self.nice))
-        except (OSError, ValueError) as e:
+            tid = threading.get_native_id()  # PRIO_PROCESS with a thread id: that thread only
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + self.nice))
+        except (AttributeError, OSError, ValueError) as e:
             self.scheduling_note = f"inference worker scheduling not applied: {e}"
 
     def _run(self) -> None:

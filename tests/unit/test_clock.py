@@ -26,3 +26,26 @@ def test_pacer_overrun_skips_missed_deadlines_and_stays_on_grid():
     assert pacer.stats.overruns == 1
     assert abs(d / 0.02 - round(d / 0.02)) < 1e-9  # still on the 20 ms grid
     assert pacer.wait() == d + 0.02
+
+
+def test_set_realtime_refused_says_why_and_realtime_restores_the_policy(monkeypatch):
+    import os
+
+    from duet.clock import realtime, set_realtime
+
+    calls = []
+    monkeypatch.setattr(os, "sched_getscheduler", lambda pid: os.SCHED_OTHER, raising=False)
+    monkeypatch.setattr(os, "sched_getparam", lambda pid: os.sched_param(0), raising=False)
+
+    def refuse(pid, policy, param):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse, raising=False)
+    why = set_realtime(80)
+    assert "SCHED_FIFO priority 80 refused" in why and "rtprio" in why and "\n" not in why
+    assert set_realtime(0) == ""  # already SCHED_OTHER: nothing to drop
+    monkeypatch.setattr(os, "sched_setscheduler", lambda pid, policy, param: calls.append((policy, param.sched_priority)),
+                        raising=False)
+    with realtime(80) as why:
+        assert why == "" and calls == [(os.SCHED_FIFO, 80)]
+    assert calls[-1] == (os.SCHED_OTHER, 0)  # restored on exit

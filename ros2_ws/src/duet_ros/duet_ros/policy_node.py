@@ -33,14 +33,13 @@ from sensor_msgs.msg import JointState as JointStateMsg
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from duet.clock import MonotonicClock
+from duet.clock import MonotonicClock, set_realtime
 from duet.config import field
 from duet.errors import ConfigError
 from duet.hardware.interfaces import CameraReading, Frame, JointState
 from duet.hardware.rig import load_rig
 from duet.hardware.safety import SafetyLimits
 from duet.policy.server import PolicyServer, ServerConfig, split_command
-from duet.policy.server.loop import realtime_priority
 from duet_ros import convert
 from duet_ros.arm_node import COMMAND_QOS, DIAG_QOS, STATE_QOS
 from duet_ros.params import declare_config
@@ -179,7 +178,7 @@ class PolicyNode(Node):
 
     def _tick(self) -> None:
         if self._rt_note is None:
-            self._rt_note = realtime_priority(self.cfg.rt_priority) if self.cfg.rt_priority > 0 else ""
+            self._rt_note = set_realtime(self.cfg.rt_priority) if self.cfg.rt_priority > 0 else ""
             if self._rt_note:
                 self.get_logger().warning(self._rt_note)
         pending, self._pending = self._pending, None

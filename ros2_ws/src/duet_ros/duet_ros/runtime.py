@@ -8,13 +8,12 @@ serves subscriptions, services and the 1 Hz diagnostics, and never delays a tick
 from __future__ import annotations
 
 import math
-import os
 import sys
 import threading
 import traceback
 from collections.abc import Callable
 
-from duet.clock import Clock, MonotonicClock, Pacer, PeriodStats
+from duet.clock import Clock, MonotonicClock, Pacer, PeriodStats, set_realtime
 from duet.errors import DuetError
 
 
@@ -76,16 +75,6 @@ def grid_start(now: float, period: float, phase_s: float | None) -> float:
     return k * period + phase
 
 
-def set_realtime(priority: int) -> str:
-    """SCHED_FIFO for the calling thread (Linux; needs CAP_SYS_NICE or an rtprio limit,
-    e.g. `@realtime - rtprio 98` in /etc/security/limits.conf). Returns what happened."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-        return f"SCHED_FIFO {priority}"
-    except (AttributeError, PermissionError, OSError) as e:
-        return f"off ({type(e).__name__}: not permitted; see the rtprio limit)"
-
-
 class PacedThread:
     """Runs ``tick()`` on absolute deadlines at ``rate_hz`` in a daemon thread.
 
@@ -122,7 +111,8 @@ class PacedThread:
 
     def _run(self) -> None:
         if self.realtime_priority > 0:
-            self.realtime = set_realtime(self.realtime_priority)
+            why = set_realtime(self.realtime_priority)
+            self.realtime = f"off ({why})" if why else f"SCHED_FIFO {self.realtime_priority}"
         self.pacer.start(grid_start(self.clock.now(), self.pacer.period, self.phase_s))
         overruns = 0
         while not self._stop.is_set():
