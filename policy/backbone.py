@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from duet.errors import DuetError
@@ -66,6 +67,25 @@ def make_norm(kind: NormKind, channels: int) -> nn.Module:
     raise DuetError(f"backbone norm {kind!r} is not one of 'frozen_bn', 'bn', 'group_norm'")
 
 
+class StridedPointwiseConv2d(nn.Conv2d):
+    """A 1x1 convolution with a stride, computed as the same 1x1 convolution at stride 1 over the
+    subsampled input ``x[..., ::s, ::s]`` (the pixels a strided 1x1 kernel reads; identical result).
+
+    Why: torch 2.13's oneDNN kernel for the weight gradient of a strided 1x1 convolution
+    (``jit_avx512_common_1x1_convolution_bwd_weights_t``) corrupts the heap for channels-last
+    inputs with fewer than 16 channels and about 48x48 pixels or more (segfault or "double free
+    or corruption" in backward: the micro ResNet's layer2 downsample at 240x320). Parameters,
+    names and the module's repr are those of ``nn.Conv2d(cin, cout, 1, stride, bias=False)``.
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__(cin, cout, 1, stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sh, sw = self.stride
+        return F.conv2d(x[..., ::sh, ::sw], self.weight, self.bias)
+
+
 class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, norm: NormKind):
         super().__init__()
@@ -76,7 +96,7 @@ class BasicBlock(nn.Module):
         self.bn2 = make_norm(norm, cout)
         self.downsample: nn.Module | None = None
         if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), make_norm(norm, cout))
+            self.downsample = nn.Sequential(StridedPointwiseConv2d(cin, cout, stride), make_norm(norm, cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)

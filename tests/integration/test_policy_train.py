@@ -210,3 +210,44 @@ def test_duet_train_cli_on_a_store(tmp_path):
     # a user error is one line and exit status 2
     rc = main(["train", "--policy", "act", "--dataset", str(tmp_path / "d.zarr"), "--set", "bogus=1"])
     assert rc == 2
+
+
+# Camera-sized images (240x320) through the micro ResNet (width 8): its layer2 downsample (a 1x1,
+# stride-2 conv over 8 channels of 60x80, channels-last as the image pipeline leaves them) hit a
+# heap corruption in torch 2.13's oneDNN 1x1 weight-gradient kernel (AVX-512) and killed the
+# process. A subprocess, so that a native crash fails this test instead of killing pytest.
+BIG_IMAGES_SCRIPT = textwrap.dedent("""
+    import sys
+    import torch
+    from duet.policy.factory import make_config
+    from duet.policy.normalize import compute_stats
+    from duet.policy.synthetic import SyntheticEpisodes
+    from duet.policy.train import TrainConfig, train
+
+    torch.set_num_threads(1)
+    name, out = sys.argv[1], sys.argv[2]
+    cfg = make_config(name, "micro", ["batch_size=2"],
+                      base={"camera_names": ["cam_high"], "state_dim": 4, "action_dim": 4})
+    horizon = cfg.chunk_size if name == "act" else cfg.horizon
+    ds = SyntheticEpisodes(n_episodes=1, episode_len=12, n_obs_steps=cfg.n_obs_steps, horizon=horizon,
+                           state_dim=4, image_hw=(240, 320))
+    tc = TrainConfig(steps=2, num_workers=0, device="cpu", save_every=1000, val_every=1000, log_every=1)
+    res = train(name, cfg, tc, ds, None, compute_stats(ds), out, progress=False)
+    print("trained", res.step, "steps")
+""")
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("name", ["diffusion", "act"])
+def test_micro_policies_train_on_240x320_images(tmp_path, name):
+    script = tmp_path / "train_big_images.py"
+    script.write_text(BIG_IMAGES_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    try:
+        p = subprocess.run([sys.executable, str(script), name, str(tmp_path / "run")], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=150)
+    except subprocess.TimeoutExpired as e:  # heap corruption can also deadlock inside malloc
+        log = e.output.decode(errors="replace") if isinstance(e.output, bytes) else (e.output or "")
+        pytest.fail(f"training {name} on 240x320 images hung: {log[-2000:]}")
+    assert p.returncode == 0, f"rc {p.returncode}: {p.stdout[-3000:]}"
+    assert "trained 2 steps" in p.stdout

@@ -1,11 +1,17 @@
 """ResNet18 backbone: torchvision-compatible names and shapes, weight loading, norm choices."""
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from duet.errors import DuetError
-from duet.policy.backbone import FrozenBatchNorm2d, ResNet18, load_backbone_weights, read_state_dict
+from duet.policy.backbone import (FrozenBatchNorm2d, ResNet18, StridedPointwiseConv2d, load_backbone_weights,
+                                  read_state_dict)
 
 # torchvision.models.resnet18().state_dict().keys(), written out from the architecture
 # definition (BasicBlock x [2, 2, 2, 2], downsample on the first block of layers 2-4, fc head).
@@ -141,3 +147,49 @@ def test_bad_weight_files_give_one_line_errors(tmp_path):
     with pytest.raises(DuetError, match="missing key 'layer4"):
         load_backbone_weights(m, partial)
     assert np.isfinite(m(torch.zeros(1, 3, 32, 32)).detach().numpy()).all()
+
+
+@pytest.mark.parametrize("hw", [(16, 20), (15, 21)])
+def test_strided_pointwise_conv_is_a_strided_1x1_conv(hw):
+    torch.manual_seed(0)
+    conv = StridedPointwiseConv2d(16, 32, 2)
+    assert conv.weight.shape == (32, 16, 1, 1) and conv.bias is None and conv.stride == (2, 2)
+    x = torch.randn(2, 16, *hw, requires_grad=True)
+    ref_x = x.detach().clone().requires_grad_(True)
+    ref_w = conv.weight.detach().clone().requires_grad_(True)
+    out, ref = conv(x), F.conv2d(ref_x, ref_w, stride=2)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(ref)
+    out.backward(g)
+    ref.backward(g)
+    torch.testing.assert_close(conv.weight.grad, ref_w.grad)
+    torch.testing.assert_close(x.grad, ref_x.grad)
+
+
+# torch 2.13 (oneDNN AVX-512 1x1 weight-gradient kernel) corrupted the heap for a strided 1x1 conv
+# over few channels of a large channels-last map: the width-8 ResNet's layer2 downsample at
+# 240x320 input. Run in a subprocess, so that a native crash fails the test, not pytest.
+CHANNELS_LAST_SCRIPT = textwrap.dedent("""
+    import torch
+    from duet.policy.backbone import ResNet18
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    m = ResNet18(norm="group_norm", width=8)
+    for _ in range(10):
+        x = torch.randn(1, 3, 240, 320).to(memory_format=torch.channels_last)
+        m(x).square().mean().backward()
+    print("backward ok")
+""")
+
+
+@pytest.mark.timeout(120)
+def test_narrow_backbone_backward_on_large_channels_last_images(tmp_path):
+    script = tmp_path / "channels_last_backward.py"
+    script.write_text(CHANNELS_LAST_SCRIPT)
+    try:
+        p = subprocess.run([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, timeout=100)
+    except subprocess.TimeoutExpired:  # a corrupted heap can also deadlock inside malloc
+        pytest.fail("ResNet18 backward on 240x320 channels-last images hung")
+    assert p.returncode == 0 and "backward ok" in p.stdout, f"rc {p.returncode}: {p.stdout[-2000:]}"
