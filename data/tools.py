@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from duet.data.keys import ACTION, STATE, image_key
 from duet.data.layout import DEFAULT_JOINTS, ArmSpec, CameraSpec, DatasetSpec
 from duet.data.lock import describe_holder, pid_alive
 from duet.data.store import EpisodeStore, StoreError, health_line
@@ -199,10 +200,8 @@ def replay_actions(actions: np.ndarray, arms: dict[str, Any], joints: dict[str, 
 def replay_episode(store: EpisodeStore, i: int, rig: Any, use_mock_hardware: bool = True,
                    speed: float = 1.0) -> dict[str, Any]:
     """Replay episode i's actions on the rig's followers (mock or real)."""
-    try:
-        from duet.hardware.factory import make_arm
-    except ImportError:
-        raise StoreError("replay: duet.hardware.factory is not available in this installation; update duet") from None
+    from duet.hardware.factory import make_arm
+
     spec = store.spec
     actions = store.read_episode(i, keys=["action"])["action"]
     arms = {}
@@ -410,86 +409,132 @@ def export_lerobot(store: EpisodeStore, out_dir: str | Path, episodes: Sequence[
                    overwrite: bool = False) -> Path:
     """Export to the LeRobotDataset v3.0 layout: data/chunk-000/file-000.parquet,
     videos/<key>/chunk-000/file-000.mp4 (all episodes concatenated), meta/info.json,
-    meta/episodes/chunk-000/file-000.parquet, meta/tasks.parquet, meta/stats.json."""
-    import av
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    meta/episodes/chunk-000/file-000.parquet, meta/tasks.parquet, meta/stats.json.
+    LeRobot's feature names are duet's batch keys (observation.state, action, observation.images.<cam>)."""
     from tqdm import tqdm
 
-    from duet.data.sampler import compute_stats
-
-    spec = store.spec
     out = Path(out_dir)
+    _prepare_export_dir(out, overwrite)
+    eps = list(range(store.n_episodes)) if episodes is None else [store._check_index(i) for i in episodes]
+    if not eps:
+        raise StoreError(f"{store.location}: no episodes to export")
+    frames = _LeRobotFrames(store.spec)
+    videos = _LeRobotVideos(out, store.spec, vcodec)
+    try:
+        for new_i, i in enumerate(tqdm(eps, desc="export", unit="ep", disable=not progress)):
+            frames.add_episode(store, i, new_i, videos)
+        videos.flush()
+    finally:
+        videos.close()
+    _write_lerobot_tables(out, frames)
+    _write_lerobot_info(out, store.spec, frames, robot_type, vcodec, n_episodes=len(eps))
+    _write_lerobot_stats(out, store, eps, n_frames=frames.index)
+    return out
+
+
+def _prepare_export_dir(out: Path, overwrite: bool) -> None:
+    """An export goes to an empty directory, or (overwrite) replaces a previous export."""
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise StoreError(f"{out}: exists and is not empty; choose another directory or pass --overwrite")
         _remove_previous_export(out)
-    eps = list(range(store.n_episodes)) if episodes is None else [store._check_index(i) for i in episodes]
-    if not eps:
-        raise StoreError(f"{store.location}: no episodes to export")
-    fps = spec.rate_hz
-    tasks: dict[str, int] = {}
-    cols: dict[str, list] = {k: [] for k in ("observation.state", "action", "timestamp", "frame_index",
-                                             "episode_index", "index", "task_index")}
-    ep_rows: list[dict[str, Any]] = []
-    vkeys = [f"observation.images.{c}" for c in spec.camera_names]
-    containers, streams = {}, {}
-    for c, vk in zip(spec.camera_names, vkeys):
-        p = out / "videos" / vk / "chunk-000" / "file-000.mp4"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        cont = av.open(str(p), "w")
-        cam = spec.camera(c)
-        st = cont.add_stream(vcodec, rate=int(round(fps)))
-        st.width, st.height, st.pix_fmt = cam.width, cam.height, "yuv420p"
-        st.options = {"preset": "veryfast", "crf": "18", "g": "2"} if vcodec == "libx264" else {}
-        containers[c], streams[c] = cont, st
-    index = 0
-    state_keys = [f"{f}.position" for f in spec.followers]
-    try:
-        for new_i, i in enumerate(tqdm(eps, desc="export", unit="ep", disable=not progress)):
-            m = store.episode_meta(i)
-            task = str(m.get("task", ""))
-            ti = tasks.setdefault(task, len(tasks))
-            sl = store.episode_slice(i)
-            L = sl.stop - sl.start
-            d = store.read_episode(i, keys=[*state_keys, "action"])
-            state = np.concatenate([d[k] for k in state_keys], axis=1).astype(np.float32)
-            cols["observation.state"].extend(state.tolist())
-            cols["action"].extend(d["action"].astype(np.float32).tolist())
-            cols["timestamp"].extend((np.arange(L) / fps).astype(np.float32).tolist())
-            cols["frame_index"].extend(range(L))
-            cols["episode_index"].extend([new_i] * L)
-            cols["index"].extend(range(index, index + L))
-            cols["task_index"].extend([ti] * L)
-            row: dict[str, Any] = {
-                "episode_index": new_i, "tasks": [task], "length": L,
-                "data/chunk_index": 0, "data/file_index": 0,
-                "dataset_from_index": index, "dataset_to_index": index + L,
-            }
-            for c, vk in zip(spec.camera_names, vkeys):
-                row[f"videos/{vk}/chunk_index"] = 0
-                row[f"videos/{vk}/file_index"] = 0
-                row[f"videos/{vk}/from_timestamp"] = index / fps
-                row[f"videos/{vk}/to_timestamp"] = (index + L) / fps
-                for t in range(sl.start, sl.stop):
-                    frame = av.VideoFrame.from_ndarray(store.read_frames(c, [t])[0], format="rgb24")
-                    for pkt in streams[c].encode(frame):
-                        containers[c].mux(pkt)
-            row["meta/episodes/chunk_index"] = 0
-            row["meta/episodes/file_index"] = 0
-            ep_rows.append(row)
-            index += L
-        for c in containers:
-            for pkt in streams[c].encode():
-                containers[c].mux(pkt)
-    finally:
-        for cont in containers.values():
+
+
+class _LeRobotVideos:
+    """One mp4 per camera, all episodes concatenated, encoded as the episodes are read."""
+
+    def __init__(self, out: Path, spec: DatasetSpec, vcodec: str):
+        import av
+
+        self._av = av
+        self.containers: dict[str, Any] = {}
+        self.streams: dict[str, Any] = {}
+        for c in spec.camera_names:
+            p = out / "videos" / image_key(c) / "chunk-000" / "file-000.mp4"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            cont = av.open(str(p), "w")
+            cam = spec.camera(c)
+            st = cont.add_stream(vcodec, rate=int(round(spec.rate_hz)))
+            st.width, st.height, st.pix_fmt = cam.width, cam.height, "yuv420p"
+            st.options = {"preset": "veryfast", "crf": "18", "g": "2"} if vcodec == "libx264" else {}
+            self.containers[c], self.streams[c] = cont, st
+
+    def encode(self, store: EpisodeStore, camera: str, steps: slice) -> None:
+        """Append the camera's frames of these store steps."""
+        for t in range(steps.start, steps.stop):
+            frame = self._av.VideoFrame.from_ndarray(store.read_frames(camera, [t])[0], format="rgb24")
+            for pkt in self.streams[camera].encode(frame):
+                self.containers[camera].mux(pkt)
+
+    def flush(self) -> None:
+        """Write out the frames the encoders still hold."""
+        for c in self.containers:
+            for pkt in self.streams[c].encode():
+                self.containers[c].mux(pkt)
+
+    def close(self) -> None:
+        for cont in self.containers.values():
             cont.close()
-    A = spec.action_dim
-    fixed = pa.list_(pa.float32(), A)
+
+
+class _LeRobotFrames:
+    """The frame table's columns, the per-episode rows and the task list, filled episode by episode."""
+
+    def __init__(self, spec: DatasetSpec):
+        self.spec = spec
+        self.cols: dict[str, list] = {k: [] for k in (STATE, ACTION, "timestamp", "frame_index",
+                                                      "episode_index", "index", "task_index")}
+        self.episode_rows: list[dict[str, Any]] = []
+        self.tasks: dict[str, int] = {}  # task -> task_index, in order of first appearance
+        self.index = 0  # frames so far (the next frame's global index)
+
+    def add_episode(self, store: EpisodeStore, i: int, new_i: int, videos: _LeRobotVideos) -> None:
+        """Store episode i becomes export episode new_i: its frames, its row, its videos."""
+        spec = self.spec
+        fps = spec.rate_hz
+        task = str(store.episode_meta(i).get("task", ""))
+        ti = self.tasks.setdefault(task, len(self.tasks))
+        sl = store.episode_slice(i)
+        L = sl.stop - sl.start
+        index = self.index
+        state_keys = [f"{f}.position" for f in spec.followers]
+        d = store.read_episode(i, keys=[*state_keys, "action"])
+        state = np.concatenate([d[k] for k in state_keys], axis=1).astype(np.float32)
+        cols = self.cols
+        cols[STATE].extend(state.tolist())
+        cols[ACTION].extend(d["action"].astype(np.float32).tolist())
+        cols["timestamp"].extend((np.arange(L) / fps).astype(np.float32).tolist())
+        cols["frame_index"].extend(range(L))
+        cols["episode_index"].extend([new_i] * L)
+        cols["index"].extend(range(index, index + L))
+        cols["task_index"].extend([ti] * L)
+        row: dict[str, Any] = {
+            "episode_index": new_i, "tasks": [task], "length": L,
+            "data/chunk_index": 0, "data/file_index": 0,
+            "dataset_from_index": index, "dataset_to_index": index + L,
+        }
+        for c in spec.camera_names:
+            vk = image_key(c)
+            row[f"videos/{vk}/chunk_index"] = 0
+            row[f"videos/{vk}/file_index"] = 0
+            row[f"videos/{vk}/from_timestamp"] = index / fps
+            row[f"videos/{vk}/to_timestamp"] = (index + L) / fps
+            videos.encode(store, c, sl)
+        row["meta/episodes/chunk_index"] = 0
+        row["meta/episodes/file_index"] = 0
+        self.episode_rows.append(row)
+        self.index += L
+
+
+def _write_lerobot_tables(out: Path, frames: _LeRobotFrames) -> None:
+    """data/chunk-000/file-000.parquet, meta/episodes/chunk-000/file-000.parquet, meta/tasks.parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    spec, cols = frames.spec, frames.cols
     table = pa.table({
-        "observation.state": pa.array(cols["observation.state"], type=pa.list_(pa.float32(), spec.state_dim)),
-        "action": pa.array(cols["action"], type=fixed),
+        STATE: pa.array(cols[STATE], type=pa.list_(pa.float32(), spec.state_dim)),
+        ACTION: pa.array(cols[ACTION], type=pa.list_(pa.float32(), spec.action_dim)),
         "timestamp": pa.array(cols["timestamp"], pa.float32()),
         "frame_index": pa.array(cols["frame_index"], pa.int64()),
         "episode_index": pa.array(cols["episode_index"], pa.int64()),
@@ -499,17 +544,23 @@ def export_lerobot(store: EpisodeStore, out_dir: str | Path, episodes: Sequence[
     (out / "data" / "chunk-000").mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out / "data" / "chunk-000" / "file-000.parquet")
     (out / "meta" / "episodes" / "chunk-000").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(ep_rows), out / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
-    pq.write_table(pa.table({"task_index": pa.array(list(tasks.values()), pa.int64()),
-                             "task": pa.array(list(tasks.keys()), pa.string())}), out / "meta" / "tasks.parquet")
+    pq.write_table(pa.Table.from_pylist(frames.episode_rows), out / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
+    pq.write_table(pa.table({"task_index": pa.array(list(frames.tasks.values()), pa.int64()),
+                             "task": pa.array(list(frames.tasks.keys()), pa.string())}), out / "meta" / "tasks.parquet")
+
+
+def _write_lerobot_info(out: Path, spec: DatasetSpec, frames: _LeRobotFrames, robot_type: str, vcodec: str,
+                        n_episodes: int) -> None:
+    """meta/info.json: the features (state, action, videos, per-frame scalars) and the file layout."""
+    fps = spec.rate_hz
     names = [f"{f}.{j}" for f in spec.followers for j in spec.arm(f).joints]
     features: dict[str, Any] = {
-        "observation.state": {"dtype": "float32", "shape": [spec.state_dim], "names": names},
-        "action": {"dtype": "float32", "shape": [A], "names": names},
+        STATE: {"dtype": "float32", "shape": [spec.state_dim], "names": names},
+        ACTION: {"dtype": "float32", "shape": [spec.action_dim], "names": names},
     }
-    for c, vk in zip(spec.camera_names, vkeys):
+    for c in spec.camera_names:
         cam = spec.camera(c)
-        features[vk] = {
+        features[image_key(c)] = {
             "dtype": "video", "shape": [cam.height, cam.width, 3], "names": ["height", "width", "channels"],
             "info": {"video.height": cam.height, "video.width": cam.width,
                      "video.codec": "h264" if vcodec == "libx264" else vcodec, "video.pix_fmt": "yuv420p",
@@ -519,21 +570,27 @@ def export_lerobot(store: EpisodeStore, out_dir: str | Path, episodes: Sequence[
                   ("index", "int64"), ("task_index", "int64")):
         features[k] = {"dtype": dt, "shape": [1], "names": None}
     info = {
-        "codebase_version": "v3.0", "robot_type": robot_type, "total_episodes": len(eps), "total_frames": index,
-        "total_tasks": len(tasks), "chunks_size": 1000, "data_files_size_in_mb": 100, "video_files_size_in_mb": 500,
-        "fps": fps, "splits": {"train": f"0:{len(eps)}"},
+        "codebase_version": "v3.0", "robot_type": robot_type, "total_episodes": n_episodes,
+        "total_frames": frames.index, "total_tasks": len(frames.tasks), "chunks_size": 1000,
+        "data_files_size_in_mb": 100, "video_files_size_in_mb": 500,
+        "fps": fps, "splits": {"train": f"0:{n_episodes}"},
         "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
         "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4",
         "features": features,
     }
     (out / "meta" / "info.json").write_text(json.dumps(info, indent=2))
-    keys = ["observation.state", "action"] + [f"observation.images.{c}" for c in spec.camera_names]
+
+
+def _write_lerobot_stats(out: Path, store: EpisodeStore, eps: Sequence[int], n_frames: int) -> None:
+    """meta/stats.json: mean / std / min / max (and count) of state, action and each camera."""
+    from duet.data.sampler import compute_stats
+
+    keys = [STATE, ACTION] + [image_key(c) for c in store.spec.camera_names]
     stats = compute_stats(store, keys, episodes=eps)
     stats_json = {k: {s: np.asarray(v).tolist() for s, v in st.items()} for k, st in stats.items()}
     for k in stats_json:
-        stats_json[k]["count"] = [index]
+        stats_json[k]["count"] = [n_frames]
     (out / "meta" / "stats.json").write_text(json.dumps(stats_json, indent=2))
-    return out
 
 
 def store_path_exists(p: str) -> bool:
