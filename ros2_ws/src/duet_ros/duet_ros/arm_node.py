@@ -31,7 +31,7 @@ import threading
 
 import numpy as np
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState as JointStateMsg
 from std_msgs.msg import String
 
@@ -43,13 +43,11 @@ from duet.ratewatch import RateWatch
 from duet_ros import convert
 from duet_ros.configs import ArmNodeConfig
 from duet_ros.params import declare_config
-from duet_ros.runtime import PacedThread, run_node
+from duet_ros.runtime import LATCHED, PacedThread, run_node
 
 STATE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 COMMAND_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 DIAG_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-# ~/fault: a late subscriber (a restarted teleop node) still gets the arm's present fault
-FAULT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # health()["bus"] counters that mean the bus misbehaved (a rise within a window -> WARN)
 BUS_ERROR_COUNTERS = ("retries", "failures", "timeouts", "crc_errors", "hardware_errors")
 
@@ -99,7 +97,8 @@ class ArmNode(LifecycleNode):
         )
 
         self.pub_state = self.create_publisher(JointStateMsg, "~/joint_states", STATE_QOS)
-        self.pub_fault = self.create_publisher(String, "~/fault", FAULT_QOS)
+        # latched: a late subscriber (a restarted teleop node) still gets the arm's present fault
+        self.pub_fault = self.create_publisher(String, "~/fault", LATCHED)
         self.pub_diag = self.create_publisher(convert.DiagnosticArray, "/diagnostics", DIAG_QOS)
         if self.role == "follower":
             self.create_subscription(JointStateMsg, "~/command", self._on_command, COMMAND_QOS)

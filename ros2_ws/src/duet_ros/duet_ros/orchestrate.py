@@ -30,8 +30,6 @@ from typing import Any
 
 from duet.errors import DuetError
 
-LATCHED_DEPTH = 1
-
 
 @dataclass
 class CollectOptions:
@@ -110,27 +108,24 @@ class GraphClient:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from std_msgs.msg import String
+
+        from duet_ros.runtime import LATCHED, latched_qos
 
         self.runner = runner
         self.log_dir = log_dir
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = Node(f"duet_orchestrator_{os.getpid()}", context=self.context)
-        latched = QoSProfile(depth=LATCHED_DEPTH, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.state: dict[str, str] = {}
         self.sim: dict[str, Any] = {}
         self.health: list[str] = []
         self._lock = threading.Lock()
         for topic in ("/teleop/state", "/recorder/state", "/policy/state"):
-            self.node.create_subscription(String, topic, lambda m, t=topic: self._set(t, m.data), latched)
-        self.node.create_subscription(String, "/sim/status", self._sim, latched)
+            self.node.create_subscription(String, topic, lambda m, t=topic: self._set(t, m.data), LATCHED)
+        self.node.create_subscription(String, "/sim/status", self._sim, LATCHED)
         self.node.create_subscription(String, "/recorder/health",
-                                      lambda m: self.health.append(m.data),
-                                      QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                                                 durability=DurabilityPolicy.TRANSIENT_LOCAL))
+                                      lambda m: self.health.append(m.data), latched_qos(10))
         self._clients: dict[str, Any] = {}
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage
 from sensor_msgs.msg import JointState as JointStateMsg
 from std_msgs.msg import String
@@ -43,9 +43,7 @@ from duet.policy.server import PolicyServer, ServerConfig, split_command
 from duet_ros import convert
 from duet_ros.arm_node import COMMAND_QOS, DIAG_QOS, STATE_QOS
 from duet_ros.params import declare_config
-from duet_ros.runtime import PacedThread, run_node
-
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+from duet_ros.runtime import LATCHED, PacedThread, run_node
 
 
 @dataclass

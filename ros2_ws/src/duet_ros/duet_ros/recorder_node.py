@@ -40,7 +40,7 @@ import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage
 from sensor_msgs.msg import JointState as JointStateMsg
 from std_msgs.msg import String
@@ -55,12 +55,11 @@ from duet.hardware.rig import RigConfig, load_rig
 from duet_ros import convert
 from duet_ros.arm_node import COMMAND_QOS, DIAG_QOS, STATE_QOS
 from duet_ros.params import declare_config
-from duet_ros.runtime import PacedThread, run_node
+from duet_ros.runtime import LATCHED, PacedThread, latched_qos, run_node
 
 EPISODE_META = "episode_meta"
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 NOT_RECORDING = "not recording"
-HEALTH_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+HEALTH_QOS = latched_qos(10)  # ~/health: a late subscriber gets the last 10 health events
 
 
 @dataclass

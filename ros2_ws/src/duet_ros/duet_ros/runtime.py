@@ -1,4 +1,5 @@
-"""Pieces every duet node shares: a paced loop thread, windowed statistics, the main().
+"""Pieces every duet node shares: a paced loop thread, windowed statistics, the latched QoS,
+the main().
 
 Nodes run their control work in a dedicated thread paced on absolute deadlines
 (duet.clock.Pacer on the monotonic clock), not in an rclpy timer: the executor thread
@@ -13,8 +14,22 @@ import threading
 import traceback
 from collections.abc import Callable
 
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
 from duet.clock import Clock, MonotonicClock, Pacer, PeriodStats, set_realtime
 from duet.errors import DuetError
+
+
+def latched_qos(depth: int = 1) -> QoSProfile:
+    """The latched profile (RELIABLE + TRANSIENT_LOCAL): a late subscriber (a node restarted,
+    a client started after the graph) still gets the last `depth` messages. Publishers of
+    states, faults and health use it, and so must their subscribers (a VOLATILE subscriber
+    gets no history)."""
+    return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+# the last message only: ~/state of teleop, recorder and policy, /sim/status, an arm's ~/fault
+LATCHED = latched_qos(1)
 
 
 class WindowStats:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile
 from std_msgs.msg import Int32, String
 from std_srvs.srv import Trigger
 
@@ -45,8 +45,8 @@ from duet.hardware.rig import load_rig
 from duet_ros import convert
 from duet_ros.arm_node import DIAG_QOS
 from duet_ros.params import declare_config
+from duet_ros.runtime import LATCHED
 
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # hosted kind -> (module:Class of the node, the parameter naming its device); the kinds of
 # launch/graph.yaml this host can run
 HOSTED_KINDS = {

@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile
 from sensor_msgs.msg import JointState as JointStateMsg
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -40,12 +40,10 @@ from duet.stats import Samples
 from duet.teleop.core import TeleopCore, TeleopState
 from duet.teleop.inputs import make_input
 from duet_ros import convert
-from duet_ros.arm_node import COMMAND_QOS, DIAG_QOS, FAULT_QOS, STATE_QOS
+from duet_ros.arm_node import COMMAND_QOS, DIAG_QOS, STATE_QOS
 from duet_ros.configs import TeleopNodeConfig
 from duet_ros.params import declare_config
-from duet_ros.runtime import PacedThread, run_node
-
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+from duet_ros.runtime import LATCHED, PacedThread, run_node
 
 
 def arm_features(rig, name: str, use_mock: bool) -> ArmFeatures:
@@ -75,7 +73,7 @@ class TeleopNode(Node):
         self._followers: dict[str, JointState] = {}
         self._faults: dict[str, str] = {}  # arm -> its latest ~/fault ("" = healthy)
         for name in (*leaders, *followers):
-            self.create_subscription(String, f"/{name}/fault", lambda m, n=name: self._on_fault(n, m), FAULT_QOS)
+            self.create_subscription(String, f"/{name}/fault", lambda m, n=name: self._on_fault(n, m), LATCHED)
         for name in leaders:
             self.create_subscription(JointStateMsg, f"/{name}/joint_states",
                                      lambda m, n=name: self._on_state(self._leaders, n, m), STATE_QOS)
