@@ -37,7 +37,7 @@ from duet.hardware.interfaces import CameraReading, JointState
 from duet.hardware.safety import SafetyLimits, UnsafeCommandError, safe_command
 from duet.policy.interface import ActionChunk, Policy
 from duet.policy.server.config import ServerConfig
-from duet.policy.server.observation import ObservationBuilder
+from duet.policy.server.observation import ObservationBuilder, ObsStatus
 from duet.policy.server.scheduler import (
     ChunkRules,
     EnsembleBuffer,
@@ -220,36 +220,13 @@ class PolicyServer:
         """One control tick at time `now` (the tick's deadline on the injected clock)."""
         if not self._started:
             raise DuetError("PolicyServer.tick() before start(): call server.start() first")
-        if self._t0 is None:
-            self._t0 = now
-        k = int(round((now - self._t0) / self.dt))
-        if self._last_k is not None and k <= self._last_k:
-            k = self._last_k + 1
-        self._last_k = k
-        rec = self.recorder
-        rec.ticks += 1
+        k = self._grid_index(now)
+        self.recorder.ticks += 1
 
         status = self.obs.sample(now)
-        if self._last_cmd is None and self.obs.has_state:
-            state = self.obs.state()
-            if state.shape != (self.action_dim,):
-                raise DuetError(f"joint states give {state.shape[0]} positions but the policy has action_dim "
-                                f"{self.action_dim}: pass the follower arms the policy was trained on")
-            self._last_cmd = state
-
-        chunk_started = None
-        result = self.worker.poll()
-        if result is not None:
-            chunk_started = self._on_result(result, k, now)
-
-        # Observation faults: stop execution while stale, resume when fresh.
-        if not status.ok and self.obs.has_state:
-            if self.watchdog.trip(STALE_OBSERVATION, status.reason):
-                self._event(now, "fault", f"{STALE_OBSERVATION}: {status.reason}")
-            self._drop_plans()
-        elif status.ok and self.watchdog.fault == STALE_OBSERVATION:
-            self.watchdog.clear()
-            self._event(now, "resume", "observations fresh again; waiting for a chunk from fresh data")
+        self._hold_measured_pose_first()
+        chunk_started = self._take_result(k, now)
+        self._check_observations(status, now)
 
         target = None
         if not self.watchdog.fault:
@@ -259,44 +236,86 @@ class PolicyServer:
         submitted = self._maybe_submit(k, now, status.ok)
         self._check_overdue(now)
 
-        # Command: the policy's action (cross-faded at boundaries), or the watchdog's hold.
         if self._last_cmd is None:
-            rec.held[NO_OBSERVATION] += 1
+            self.recorder.held[NO_OBSERVATION] += 1
             return TickResult(k, now, None, True, NO_OBSERVATION, chunk_started, submitted)
-        reason = ""
-        if target is not None:
-            if self._held_prev:  # resume (or first start): ramp from the held command
-                self._start_resume()
-            target = self._apply_blend(k, target)
-            target = self._apply_catchup(target)
-            self._track_jump(k, target)
-        else:
-            reason = self._hold_reason(now)
-        if target is not None:
-            try:
-                cmd = safe_command(target, self._last_cmd, self.limits)
-            except UnsafeCommandError as e:
-                rec.unsafe += 1
-                self._event(now, "unsafe_command", str(e))
-                target, reason = None, UNSAFE_COMMAND
-        if target is None:
-            self._blend = None
-            self._catchup = False
-            self._finish_jump()
-            # Faults and misses: hold or ramp to rest (config); waiting for a first chunk: hold.
-            target = self._last_cmd if reason == WAITING else self.watchdog.hold_target(self._last_cmd)
-            cmd = safe_command(target, self._last_cmd, self.limits)
-            rec.held[reason] += 1
-        else:
-            rec.executed += 1
-            rec.steps.add(float(np.max(np.abs(cmd - self._last_cmd))))
-            self._in_miss = False
+        cmd, target, reason = self._command(k, now, target)
         clamped = bool(np.any(np.abs(cmd - target) > 1e-12))
         if clamped and not reason:
             self._count_clamps(target)
         self._held_prev = bool(reason)
         self._last_cmd = cmd
         return TickResult(k, now, cmd.copy(), bool(reason), reason, chunk_started, submitted, clamped)
+
+    def _grid_index(self, now: float) -> int:
+        """The tick's index k on the grid t0 + k * dt (t0: the first tick); strictly increasing."""
+        if self._t0 is None:
+            self._t0 = now
+        k = int(round((now - self._t0) / self.dt))
+        if self._last_k is not None and k <= self._last_k:
+            k = self._last_k + 1
+        self._last_k = k
+        return k
+
+    def _hold_measured_pose_first(self) -> None:
+        """Before any command (start, reset): the arm's measured pose is the command to hold."""
+        if self._last_cmd is None and self.obs.has_state:
+            state = self.obs.state()
+            if state.shape != (self.action_dim,):
+                raise DuetError(f"joint states give {state.shape[0]} positions but the policy has action_dim "
+                                f"{self.action_dim}: pass the follower arms the policy was trained on")
+            self._last_cmd = state
+
+    def _take_result(self, k: int, now: float) -> ActionChunk | None:
+        """Take the worker's finished inference, if any; returns the chunk that took over at this tick."""
+        result = self.worker.poll()
+        return None if result is None else self._on_result(result, k, now)
+
+    def _check_observations(self, status: ObsStatus, now: float) -> None:
+        """Observation faults: stop execution while stale, resume when fresh."""
+        if not status.ok and self.obs.has_state:
+            if self.watchdog.trip(STALE_OBSERVATION, status.reason):
+                self._event(now, "fault", f"{STALE_OBSERVATION}: {status.reason}")
+            self._drop_plans()
+        elif status.ok and self.watchdog.fault == STALE_OBSERVATION:
+            self.watchdog.clear()
+            self._event(now, "resume", "observations fresh again; waiting for a chunk from fresh data")
+
+    def _command(self, k: int, now: float, target: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, str]:
+        """The safe command of this tick, the target it was made from and the hold reason:
+        the policy's action (cross-faded at boundaries; reason ""), or the watchdog's hold."""
+        if target is None:
+            return self._hold_command(self._hold_reason(now))
+        target = self._smooth_policy_target(k, target)
+        try:
+            cmd = safe_command(target, self._last_cmd, self.limits)
+        except UnsafeCommandError as e:
+            self.recorder.unsafe += 1
+            self._event(now, "unsafe_command", str(e))
+            return self._hold_command(UNSAFE_COMMAND)
+        self.recorder.executed += 1
+        self.recorder.steps.add(float(np.max(np.abs(cmd - self._last_cmd))))
+        self._in_miss = False
+        return cmd, target, ""
+
+    def _smooth_policy_target(self, k: int, target: np.ndarray) -> np.ndarray:
+        """Ramp from a held command on resume, cross-fade at chunk boundaries, track the jump."""
+        if self._held_prev:  # resume (or first start): ramp from the held command
+            self._start_resume()
+        target = self._apply_blend(k, target)
+        target = self._apply_catchup(target)
+        self._track_jump(k, target)
+        return target
+
+    def _hold_command(self, reason: str) -> tuple[np.ndarray, np.ndarray, str]:
+        """Faults and misses: hold or ramp to rest (config); waiting for a first chunk: hold."""
+        self._blend = None
+        self._catchup = False
+        self._finish_jump()
+        target = self._last_cmd if reason == WAITING else self.watchdog.hold_target(self._last_cmd)
+        cmd = safe_command(target, self._last_cmd, self.limits)
+        self.recorder.held[reason] += 1
+        return cmd, target, reason
 
     def _count_clamps(self, target: np.ndarray) -> None:
         """Why the safety function changed a policy action: a target outside the joint range
