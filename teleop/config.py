@@ -77,6 +77,12 @@ class TeleopConfig:
     leader_lost_s: float = field(
         0.5, help="leaders stale for longer than this pause teleop (resume goes through the ramp), s"
     )
+    # Followers were judged by leader_max_age_s before this field existed: the default is that
+    # field's default, so a default configuration behaves as before.
+    follower_max_age_s: float = field(
+        0.1, help="a follower sample older than this is stale: it is not checked for tracking error and a start "
+                  "ramps from the last command instead of the measured pose, s"
+    )
     track_error_limit: float = field(
         0.35, help="pause when a follower stays farther than this from its command (rad / normalized); 0 = off"
     )
@@ -95,7 +101,7 @@ class TeleopConfig:
         if self.rate_hz <= 0:
             raise ConfigError(f"teleop: rate_hz must be > 0, got {self.rate_hz}")
         for name in ("ramp_speed", "ramp_gripper_speed", "ramp_tolerance", "ramp_timeout_s", "leader_max_age_s",
-                     "leader_lost_s"):
+                     "leader_lost_s", "follower_max_age_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"teleop: {name} must be > 0, got {getattr(self, name)}")
         if self.arm_fault_after_errors < 1:

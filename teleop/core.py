@@ -21,9 +21,10 @@ Episode state machine::
   goes through the ramp, so a follower never jumps to the leader.
 - a leader sample older than ``leader_max_age_s`` (or missing, or NaN) makes the followers
   hold; if it stays stale for ``leader_lost_s`` teleop pauses (resume goes through the ramp).
-- a follower whose measured pose stays farther than ``track_error_limit`` from its command
-  for ``track_error_time_s`` (deactivated, faulted, blocked) pauses teleop; the hold and
-  any resume then start from where the follower is.
+- a follower whose measured pose (a sample younger than ``follower_max_age_s``) stays
+  farther than ``track_error_limit`` from its command for ``track_error_time_s``
+  (deactivated, faulted, blocked) pauses teleop; the hold and any resume then start from
+  where the follower is.
 - an arm fault (``arm_faults``: arm name -> one line from the arm or its loop / node, e.g. a
   servo's latched overload, reads failing tick after tick) pauses teleop in the same step,
   with one "arm_fault" event naming the arm and the servo; start is refused while any arm
@@ -96,16 +97,21 @@ class Ticket:
     def __init__(self, action: str, source: str):
         self.action = action
         self.source = source
-        self._done = threading.Event()
+        self._resolved = threading.Event()
         self.ok = False
         self.message = "pending"
 
     def resolve(self, ok: bool, message: str) -> None:
         self.ok, self.message = ok, message
-        self._done.set()
+        self._resolved.set()
+
+    @property
+    def done(self) -> bool:
+        """True once a step applied or refused the request (ok / message are final)."""
+        return self._resolved.is_set()
 
     def wait(self, timeout: float | None = None) -> tuple[bool, str]:
-        if not self._done.wait(timeout):
+        if not self._resolved.wait(timeout):
             return False, f"{self.action}: not applied within {timeout} s (is the teleop loop running?)"
         return self.ok, self.message
 
@@ -215,7 +221,7 @@ class TeleopCore:
         Returns (plausible, message) judged against the current state; use submit() to
         learn what the step made of it."""
         ticket = self.submit(action, source)
-        if ticket._done.is_set():
+        if ticket.done:
             return ticket.ok, ticket.message
         return True, f"{ticket.action} requested (state {self.state.value})"
 
@@ -367,7 +373,7 @@ class TeleopCore:
                 events.append(TeleopEvent(now, "refused", f"start from {source}: no state from {', '.join(missing)}"))
                 return
             for p in self._pairs:  # ramp from where each follower is (else from what it holds)
-                fs = self._fresh(now, follower_states.get(p.follower))
+                fs = self._fresh_follower(now, follower_states.get(p.follower))
                 if fs is not None or p.follower not in self._last:
                     self._last[p.follower] = np.asarray(follower_states[p.follower].position, dtype=np.float64).copy()
             self._transition(now, TeleopState.RAMPING, events, f"start from {source}")
@@ -377,8 +383,9 @@ class TeleopCore:
         elif action == "stop":
             self._transition(now, TeleopState.IDLE, events, f"stop from {source}")
 
-    def _fresh(self, now: float, state: JointState | None) -> JointState | None:
-        if state is None or now - state.stamp > self.cfg.leader_max_age_s or not np.all(np.isfinite(state.position)):
+    def _fresh_follower(self, now: float, state: JointState | None) -> JointState | None:
+        """A follower's sample if it is fresh (follower_max_age_s) and finite, else None."""
+        if state is None or now - state.stamp > self.cfg.follower_max_age_s or not np.all(np.isfinite(state.position)):
             return None
         return state
 
@@ -390,7 +397,7 @@ class TeleopCore:
             return
         lagging = []
         for p in self._pairs:
-            fs = self._fresh(now, follower_states.get(p.follower))
+            fs = self._fresh_follower(now, follower_states.get(p.follower))
             last = self._last.get(p.follower)
             if fs is None or last is None:
                 continue

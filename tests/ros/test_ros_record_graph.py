@@ -36,6 +36,7 @@ ARGS = [
     "--set", f"recorder:cameras=[{','.join(CAMERAS)}]",
     "--set", "teleop:teleop.gesture.enabled=false",  # the wave motion would start teleop by itself
     "--set", "teleop:teleop.leader_max_age_s=0.3",
+    "--set", "teleop:teleop.follower_max_age_s=0.3",
     "--set", "teleop:teleop.leader_lost_s=5.0",
     "--set", "*:command_max_age_s=0.3",
 ]

@@ -141,7 +141,8 @@ def test_sim_host_serves_mock_topics_and_the_operator_moves_the_followers(tmp_pa
                                                                              _rclpy_session):
     rig = small_rig(tmp_path / "rig.yaml")
     up = ros_tools.DuetUp("teleop", "--config", rig, "--set", "teleop:teleop.gesture.enabled=false",
-                          "--set", "teleop:teleop.leader_max_age_s=0.3", "--set", "teleop:teleop.track_error_limit=1.2",
+                          "--set", "teleop:teleop.leader_max_age_s=0.3", "--set", "teleop:teleop.follower_max_age_s=0.3",
+                          "--set", "teleop:teleop.track_error_limit=1.2",
                           "--set", "*:command_max_age_s=0.3", log_dir=tmp_path / "logs")
     probe = ros_tools.make_probe(ARMS, FOLLOWERS, [CAMERA])
     sim = SimProbe(probe)

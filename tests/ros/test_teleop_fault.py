@@ -37,6 +37,7 @@ def test_bus_faults_are_reported_teleop_pauses_and_the_rest_keeps_its_rate(tmp_p
         "--set", "*:command_max_age_s=0.3",
         "--set", "teleop:teleop.start_on_launch=true",
         "--set", "teleop:teleop.leader_max_age_s=0.3",
+        "--set", "teleop:teleop.follower_max_age_s=0.3",
         "--set", "teleop:teleop.leader_lost_s=5.0",
         "--set", "teleop:teleop.gesture.enabled=false",
         log_dir=tmp_path / "logs",

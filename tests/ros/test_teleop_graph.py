@@ -33,6 +33,7 @@ PAIRS = [
 COMMON = [
     "--set", "*:command_max_age_s=0.3",
     "--set", "teleop:teleop.leader_max_age_s=0.3",
+    "--set", "teleop:teleop.follower_max_age_s=0.3",
     "--set", "teleop:teleop.leader_lost_s=5.0",
     "--set", "teleop:teleop.gesture.enabled=false",
     "--set", f"teleop:teleop.pairs={json.dumps(PAIRS)}",

@@ -420,6 +420,39 @@ def test_follower_not_following_pauses_and_resume_ramps_from_where_it_is():
     assert res.commands["left_follower"].position[0] == pytest.approx(frozen[0] + 0.01)  # ramp from there
 
 
+def test_follower_freshness_has_its_own_limit():
+    """Follower samples are judged by follower_max_age_s, not leader_max_age_s: a follower that
+    stops following is caught only through samples younger than follower_max_age_s."""
+
+    def run(follower_max_age_s: float) -> TeleopState:
+        core = make_core(settle_tolerance=0, track_error_limit=0.3, track_error_time_s=0.2,
+                         leader_max_age_s=0.05, follower_max_age_s=follower_max_age_s)
+        clock = FakeClock()
+        leader = {n: np.zeros(N) for n in core.leaders}
+        follower = {n: np.zeros(N) for n in core.followers}  # never moves: not following
+        core.request("start")
+        for k in range(60):
+            clock.advance(DT)
+            now = clock.now()
+            if k >= 2:  # mirroring by then; the leader moves away
+                leader["left_leader"][0] = min(0.02 * (k - 1), 0.6)
+            core.step(now, {n: js(now, q) for n, q in leader.items()},
+                      {n: js(now - 0.2, q) for n, q in follower.items()})  # follower samples 0.2 s old
+        return core.state
+
+    assert run(follower_max_age_s=0.5) is TeleopState.PAUSED  # fresh enough: the tracking error counts
+    assert run(follower_max_age_s=0.1) is TeleopState.MIRRORING  # stale: not judged
+
+
+def test_ticket_done_once_a_step_resolves_it():
+    core = make_core()
+    ticket = core.submit("start")
+    assert not ticket.done
+    core.step(0.0, {}, {})
+    assert ticket.done and ticket.wait(0) == (ticket.ok, ticket.message)
+    assert core.submit("dance").done  # refused at once: unknown action
+
+
 def test_arm_fault_pauses_at_once_names_the_arm_and_refuses_start_until_cleared():
     core = make_core(settle_tolerance=0)
     sim = Sim(core, [0.0] * 7, [0.0] * 7)

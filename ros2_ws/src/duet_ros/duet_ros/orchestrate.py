@@ -74,6 +74,7 @@ class EpisodeOutcome:
 # machine keeps (the defaults suit a dedicated workstation).
 DEFAULT_OVERRIDES: dict[str, dict[str, Any]] = {
     "teleop": {"teleop.gesture.enabled": False, "teleop.leader_max_age_s": 0.3, "teleop.leader_lost_s": 3.0,
+               "teleop.follower_max_age_s": 0.3,
                # a follower gripper closed on the cube stays ~0.7 (normalized) from its leader's
                "teleop.track_error_limit": 1.2, "teleop.track_error_time_s": 2.0},
     "recorder": {"follow_teleop": False, "operator": "scripted"},
