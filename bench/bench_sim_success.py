@@ -206,9 +206,9 @@ def main() -> int:
         print(f"  success {100 * s['rate']:.1f}% (95% CI {100 * s['ci95'][0]:.1f}-{100 * s['ci95'][1]:.1f}): "
               f"{verdict} the {100 * goal:.0f}% target (ACT paper, scripted data: {100 * paper:.0f}%)"
               + ("  [quick size: not a meaningful success rate]" if quick else ""))
-    from duet.policy.evaluate import _clean
+    from duet.jsonio import jsonable
 
-    (out / "bench_summary.json").write_text(json.dumps(_clean(summary), indent=1, default=str))
+    (out / "bench_summary.json").write_text(json.dumps(jsonable(summary, finite=True), indent=1))
     print(f"summary: {out / 'bench_summary.json'}")
     return 0
 

@@ -20,7 +20,6 @@ instant can still both believe they won; use a local store for recording.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import errno
 import json
 import os
@@ -31,6 +30,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from duet.clock import utc_now_iso
 
 LOCK_NAME = ".duet-writer.lock"
 LEASE_S = 60.0  # lease of a remote writer; renewed every LEASE_S / 3
@@ -52,7 +53,7 @@ def holder_info() -> dict[str, Any]:
     """Who we are: host, pid, since (UTC), command."""
     cmd = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv)) or "python"
     return {"host": socket.gethostname(), "pid": os.getpid(),
-            "since": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "since": utc_now_iso(),
             "command": " ".join(cmd.split())[:160]}
 
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from duet.clock import Clock, MonotonicClock
+from duet.clock import Clock, MonotonicClock, utc_now_iso
 from duet.config import field, to_dict
 from duet.data.layout import config_hash
 from duet.data.store import EpisodeStore, EpisodeWriter, StoreError, encode_jpeg, episode_health, health_line
@@ -180,7 +180,7 @@ class Recorder:
             raise StoreError(
                 f"{self.store.location}: holds an unrecovered partial episode; run `duet data recover {self.store.location}`"
             )
-        m = {"task": task, "operator": operator, "start_time": _iso_now(), **meta}
+        m = {"task": task, "operator": operator, "start_time": utc_now_iso(), **meta}
         if self.rig is not None:
             m["rig"] = self.rig
             m["rig_hash"] = config_hash(self.rig)
@@ -491,12 +491,6 @@ def _wait_all(jobs: list[Future], raise_errors: bool = False) -> None:
     jobs.clear()
     if err is not None and raise_errors:
         raise err
-
-
-def _iso_now() -> str:
-    import datetime as _dt
-
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def process_cpu_s() -> float:

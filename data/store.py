@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import datetime as _dt
 import errno
 import json
 import os
@@ -35,6 +34,7 @@ import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync as _zsync
 
+from duet.clock import utc_now_iso
 from duet.data.layout import (
     EPISODE_ENDS_CHUNK,
     LAYOUT_NAME,
@@ -58,6 +58,7 @@ from duet.data.lock import (
     pid_alive,
 )
 from duet.errors import DuetError
+from duet.jsonio import jsonable
 
 warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3", category=UserWarning)
 
@@ -970,10 +971,6 @@ def encode_jpeg(img: np.ndarray, quality: int) -> bytes:
     return bytes(imagecodecs.jpeg8_encode(np.ascontiguousarray(img), level=int(quality)))
 
 
-def _now_iso() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-
-
 class EpisodeWriter:
     """Appends one episode's steps to a store. Use via EpisodeStore.episode()."""
 
@@ -981,7 +978,7 @@ class EpisodeWriter:
         self.store = store
         self.spec = store.spec
         self.meta = meta
-        self.meta.setdefault("start_time", _now_iso())
+        self.meta.setdefault("start_time", utc_now_iso())
         self.start = store.n_steps
         self.length = 0
         self._flushed = 0
@@ -1007,7 +1004,7 @@ class EpisodeWriter:
         self.store._set_marker({"start": self.start, "flushed": 0, "meta": self._json_meta()})
 
     def _json_meta(self) -> dict[str, Any]:
-        return json.loads(json.dumps(self.meta, default=_json_default))
+        return jsonable(self.meta)
 
     # ------------------------------------------------------------------ appending
     def _ensure_capacity(self, n_total: int) -> None:
@@ -1203,7 +1200,7 @@ class EpisodeWriter:
             meta.update(episode_health(self.spec, self.data()))
         meta.update(extra_meta or {})
         meta["length"] = self.length
-        meta = json.loads(json.dumps(meta, default=_json_default))
+        meta = jsonable(meta)
         try:
             idx = self.store._commit_episode(self.start + self.length, meta)
             self.store._set_marker(None)
@@ -1248,22 +1245,6 @@ def _to_array(f: Any, shape: tuple[int, ...]) -> np.ndarray:
             img = np.repeat(img[..., None], 3, axis=-1)
         return img
     return np.asarray(f)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    import dataclasses
-
-    if dataclasses.is_dataclass(o):
-        from duet.config import to_dict
-
-        return to_dict(o)
-    return str(o)
 
 
 # ---------------------------------------------------------------------------- health

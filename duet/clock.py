@@ -7,6 +7,7 @@ FakeClock, whose time only moves when told to.
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
 import threading
 import time
@@ -81,6 +82,13 @@ class FakeClock:
         """Block (in real time, up to timeout) until another thread advances time to t."""
         with self._cv:
             return self._cv.wait_for(lambda: self._t >= t, timeout=timeout)
+
+
+def utc_now_iso() -> str:
+    """The wall-clock time now, UTC, ISO 8601 to the second ('2026-11-25T17:40:00+00:00'):
+    for metadata (episode start, checkpoint and report creation, lock holders) only; loops
+    and sample timestamps use the monotonic Clock."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 @dataclass

@@ -15,7 +15,6 @@ to ``<dir>.partial`` and renamed into place, so a crash never leaves a half-writ
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import shutil
@@ -25,6 +24,7 @@ from typing import Any
 
 import torch
 
+from duet.clock import utc_now_iso
 from duet.errors import DuetError
 
 FORMAT = "duet-policy"
@@ -133,7 +133,7 @@ def save_checkpoint(directory: str | Path, policy: Any, *, step: int = 0, extra:
         "policy": policy.name,
         "config": to_dict(policy.config),
         "step": int(step),
-        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "created_utc": utc_now_iso(),
         "torch_version": torch.__version__,
         **(extra or {}),
         "files": {name: sha256(tmp / name) for name in files},

@@ -30,7 +30,6 @@ a JSON report holds everything (see EvalReport.to_dict).
 from __future__ import annotations
 
 import copy
-import datetime as _dt
 import json
 import logging
 import math
@@ -43,8 +42,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from duet.clock import utc_now_iso
 from duet.config import field
 from duet.errors import ConfigError, DuetError
+from duet.jsonio import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -132,22 +133,6 @@ def stage_rates(max_stages: list[int] | np.ndarray, stage_names: tuple[str, ...]
 def _pct(values: list[float] | np.ndarray, q: float) -> float | None:
     v = np.asarray(values, dtype=np.float64)
     return float(np.percentile(v, q)) if len(v) else None
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe: NaN/inf -> None, numpy scalars -> Python."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    return obj
 
 
 # ---------------------------------------------------------------------------- inference timing / gating
@@ -289,7 +274,7 @@ class EpisodeOutcome:
     video: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _clean(self.__dict__)
+        return jsonable(self.__dict__, finite=True)
 
 
 @dataclass
@@ -347,10 +332,10 @@ class EvalReport:
         cfg = self.config
         st = self.stages
         w = [v * 1e3 for v in self.inference_wall_s]
-        return _clean({
+        return jsonable({
             "format": REPORT_FORMAT,
             "format_version": REPORT_VERSION,
-            "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "created_utc": utc_now_iso(),
             "checkpoint": self.checkpoint,
             "task": cfg.task,
             "stage_names": list(self.stage_names),
@@ -378,7 +363,7 @@ class EvalReport:
             "per_episode": [{**o.to_dict(), "video": self._rel(o.video)} for o in self.outcomes],
             "videos": [self._rel(o.video) for o in self.outcomes if o.video],
             "wall_s": round(self.wall_s, 3),
-        })
+        }, finite=True)
 
     def _rel(self, video: str | None) -> str | None:
         """Video paths relative to the report's directory (the output folder moves as a whole)."""

@@ -44,6 +44,7 @@ from duet.hardware.dynamixel.control_table import OperatingMode, Reg, velocity_t
 from duet.hardware.dynamixel.errors import DynamixelError, ServoHardwareError
 from duet.hardware.interfaces import ArmFeatures, JointState
 from duet.hardware.safety import SafetyLimits, safe_command
+from duet.jsonio import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -359,14 +360,14 @@ class DynamixelArm:
             "torque": self._torque,
             "calibration": "nominal" if (self.calibration and self.calibration.nominal) else (
                 str(self._calibration_path) if self._calibration_path else "given"),
-            "bus": _jsonable(dict(getattr(self.bus, "stats", {}) or {})),
+            "bus": jsonable(dict(getattr(self.bus, "stats", {}) or {})),
         }
         if not self.is_connected:
             return out
         now = self.clock.now()
         if self._health_cache is None or now - self._health_t >= self.health_period_s:
             try:
-                self._health_cache = _jsonable(self.bus.read_health())
+                self._health_cache = jsonable(self.bus.read_health())
             except DynamixelError as e:
                 self._health_cache = {"error": str(e)}
             self._health_t = now
@@ -447,16 +448,3 @@ def _model_info(name: str):
     from duet.hardware.arm_model import canonical_model
 
     return canonical_model(name)
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        items = sorted(obj) if isinstance(obj, (set, frozenset)) else obj
-        return [_jsonable(v) for v in items]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
