@@ -8,11 +8,13 @@ serves subscriptions, services and the 1 Hz diagnostics, and never delays a tick
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 import threading
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
@@ -145,16 +147,35 @@ class PacedThread:
                     traceback.print_exc()
 
 
-def run_node(make_node: Callable[[], object], name: str) -> int:
-    """main() of a node: rclpy init, spin, and on any exit the node's close() (safe state).
+def run_node(make_node: Callable[[], Any], name: str) -> int:
+    """main() of a node process: rclpy init, spin, and on any exit each node's close() (safe state).
 
-    A DuetError (bad parameter, missing device) ends in one line and exit status 2.
+    make_node returns the node, or several nodes (a list, or a generator: the nodes it
+    yielded before failing are closed too) for a host process such as the sim node: each
+    then spins in its own executor and thread, as if it were its own process. A node with an
+    ``executor_threads`` attribute > 1 gets a MultiThreadedExecutor of that many threads.
+    Nodes close in reverse order. A DuetError (bad parameter, missing device) ends in one
+    line and exit status 2.
     """
     import signal
 
     import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
+
+    def spin(executor) -> None:
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+
+    def spin_thread(executor) -> None:  # an exception ends the whole process (re-raised below)
+        try:
+            spin(executor)
+        except ExternalShutdownException:
+            pass
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            stop.set()
 
     # Our own SIGINT / SIGTERM handling: a flag the spin loop checks, so shutdown always
     # runs close() (the safe state) once, never interrupted by a KeyboardInterrupt.
@@ -162,27 +183,52 @@ def run_node(make_node: Callable[[], object], name: str) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    node = None
+    nodes: list[Any] = []
+    threads: list[threading.Thread] = []
+    errors: list[BaseException] = []
     rc = 0
     try:
-        node = make_node()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
+        made = make_node()
+        if isinstance(made, (list, tuple)) or inspect.isgenerator(made):
+            for n in made:
+                nodes.append(n)
+        else:
+            nodes.append(made)
+        executors = []
+        for n in nodes:
+            k = int(getattr(n, "executor_threads", 1))
+            executors.append(MultiThreadedExecutor(num_threads=k) if k > 1 else SingleThreadedExecutor())
+            executors[-1].add_node(n)
+        if len(executors) == 1:
+            spin(executors[0])
+        else:
+            threads = [threading.Thread(target=spin_thread, args=(ex,), daemon=True, name=f"executor-{n.get_name()}")
+                       for ex, n in zip(executors, nodes)]
+            for t in threads:
+                t.start()
+            while not stop.wait(0.2) and rclpy.ok():
+                pass
+            stop.set()
+            for t in threads:
+                t.join(timeout=5.0)
+            if errors:
+                raise errors[0]
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except DuetError as e:
         print(f"{name}: error: {e}", file=sys.stderr, flush=True)
         rc = 2
     finally:
-        if node is not None:
+        stop.set()
+        for t in threads:
+            t.join(timeout=5.0)
+        for n in reversed(nodes):  # a host's devices first (safe state), the host last
             try:
-                node.close()
+                n.close()
             except Exception:
                 traceback.print_exc()
             try:
-                node.destroy_node()
+                n.destroy_node()
             except Exception:
                 pass
         rclpy.try_shutdown()

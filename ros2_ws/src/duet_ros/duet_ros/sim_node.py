@@ -29,7 +29,6 @@ import inspect
 import json
 import sys
 import threading
-import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +44,7 @@ from duet.hardware.rig import load_rig
 from duet_ros import convert
 from duet_ros.arm_node import DIAG_QOS
 from duet_ros.params import declare_config
-from duet_ros.runtime import LATCHED
+from duet_ros.runtime import LATCHED, run_node
 
 # hosted kind -> (module:Class of the node, the parameter naming its device); the kinds of
 # launch/graph.yaml this host can run
@@ -92,7 +91,10 @@ class _StartedOperator:
 
 class SimHostNode(Node):
     """The sim node itself: world, services, stage. The hosted device nodes are built by
-    `host_nodes` beside it (same process, same executor)."""
+    `host_nodes` beside it (same process, each node its own executor thread)."""
+
+    # two executor threads (runtime.run_node): planning in ~/run_operator must not stop ~/status
+    executor_threads = 2
 
     def __init__(self, **node_kwargs: Any):
         super().__init__("sim", **node_kwargs)
@@ -288,83 +290,23 @@ def host_nodes(host: SimHostNode, argv: list[str], context=None) -> list[Node]:
     return nodes
 
 
-def _spin(executor, stop: threading.Event, errors: list[BaseException]) -> None:
-    """Spin one executor until stop; an exception ends the whole host (as in a node process)."""
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
-
-    try:
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-    except ExternalShutdownException:
-        pass
-    except BaseException as e:  # re-raised by main()
-        errors.append(e)
-    finally:
-        stop.set()
+def _make_nodes():
+    """The sim node, then every hosted node (run_node closes those already made if one fails)."""
+    host = SimHostNode()
+    yield host
+    hosted = host_nodes(host, sys.argv)
+    host.get_logger().info(f"sim {host.rig.name} ({host.world.task.name}, {host.world.mode}): hosting "
+                           + ", ".join(n.get_name() for n in hosted))
+    yield from hosted
 
 
 def main() -> int:
-    import signal
-
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
-    from rclpy.signals import SignalHandlerOptions
-
-    rclpy.init(args=sys.argv, signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    nodes: list[Any] = []
-    threads: list[threading.Thread] = []
-    errors: list[BaseException] = []
-    rc = 0
-    try:
-        host = SimHostNode()
-        nodes.append(host)
-        nodes.extend(host_nodes(host, sys.argv))
-        host.get_logger().info(f"sim {host.rig.name} ({host.world.task.name}, {host.world.mode}): hosting "
-                               + ", ".join(n.get_name() for n in nodes[1:]))
-        # One executor per node, each in its own thread, as if every node were its own
-        # process (as in the mock and real graphs). One executor for all would rebuild a wait
-        # set of every node's entities (lifecycle and parameter services, QoS events...) in
-        # Python on every message and timer of any node: with 4 arms that kept a core half
-        # busy and starved the arms' and cameras' loops of the GIL. The sim node itself gets
-        # two threads: planning in ~/run_operator must not stop ~/status.
-        for n in nodes:
-            ex = MultiThreadedExecutor(num_threads=2) if n is host else SingleThreadedExecutor()
-            ex.add_node(n)
-            threads.append(threading.Thread(target=_spin, args=(ex, stop, errors), daemon=True,
-                                            name=f"executor-{n.get_name()}"))
-        for t in threads:
-            t.start()
-        while not stop.wait(0.2) and rclpy.ok():
-            pass
-        stop.set()
-        for t in threads:
-            t.join(timeout=5.0)
-        if errors:
-            raise errors[0]
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except DuetError as e:
-        print(f"duet_sim_node: error: {e}", file=sys.stderr, flush=True)
-        rc = 2
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=5.0)
-        for n in reversed(nodes):  # devices first (safe state), the world's node last
-            try:
-                n.close()
-            except Exception:
-                traceback.print_exc()
-            try:
-                n.destroy_node()
-            except Exception:
-                pass
-        rclpy.try_shutdown()
-    return rc
+    # run_node spins each node in its own executor and thread, as if every node were its own
+    # process (as in the mock and real graphs). One executor for all would rebuild a wait set
+    # of every node's entities (lifecycle and parameter services, QoS events...) in Python on
+    # every message and timer of any node: with 4 arms that kept a core half busy and starved
+    # the arms' and cameras' loops of the GIL.
+    return run_node(_make_nodes, "duet_sim_node")
 
 
 if __name__ == "__main__":
