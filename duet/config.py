@@ -5,10 +5,11 @@ One schema per component, written as a dataclass whose fields carry a help strin
 for bad values. The same schema feeds:
 
 - YAML files:            ``load_yaml(Cls, path, overrides)``
-- CLI overrides:         ``["arm.port=/dev/ttyUSB0", "rate_hz=50"]`` (values parsed as YAML)
+- CLI overrides:         ``["arms.0.port=/dev/ttyUSB0", "rate_hz=50"]`` (values read as the
+                         field's type; list items by index or name)
 - ROS 2 parameters:      ``flatten(cfg)`` -> {"a.b": scalar or list}; ``unflatten`` back
 
-No eval/exec: values are parsed with yaml.safe_load and checked against the field types.
+No eval/exec: values are parsed with PyYAML's safe loaders and checked against the field types.
 """
 
 from __future__ import annotations
@@ -184,37 +185,233 @@ def to_dict(obj: Any) -> Any:
 # ---------------------------------------------------------------------------- overrides, files
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """'a.b.c=value' -> (['a','b','c'], parsed value). Values are YAML scalars/lists."""
+def _split_override(text: str) -> tuple[list[str], str]:
+    """'a.b.c=value' -> (['a', 'b', 'c'], 'value'), checking the form."""
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected key=value, e.g. rate_hz=50")
     key, raw = text.split("=", 1)
     key = key.strip()
-    if not key:
-        raise ConfigError(f"override {text!r}: empty key")
+    parts = key.split(".")
+    if not key or not all(p.strip() for p in parts):
+        raise ConfigError(f"override {text!r}: empty key (use key=value or a.b.c=value)")
+    return [p.strip() for p in parts], raw
+
+
+def _yaml_guess(raw: str) -> Any:
+    """YAML's reading of a value: 50 -> int, off -> False, [1, 2] -> list. Unparsable: the text."""
+    if not raw.strip():
+        return ""
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        return yaml.safe_load(raw)
     except yaml.YAMLError:
-        value = raw
-    return key.split("."), value
+        return raw
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Return a copy of data with 'a.b=value' overrides applied (creating nested maps)."""
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'a.b.c=value' -> (['a','b','c'], value as YAML reads it). Without a schema to say what the
+    value should be (ROS parameters); config overrides go through :func:`apply_overrides`."""
+    path, raw = _split_override(text)
+    return path, _yaml_guess(raw)
+
+
+_NULL_WORDS = {"", "~", "null"}
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
+def _strip_optional(tp: Any) -> Any:
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _guess_all(value: Any) -> Any:
+    """Text scalars (YAML BaseLoader) -> what YAML would have read, recursively."""
+    if isinstance(value, str):
+        return _yaml_guess(value)
+    if isinstance(value, list):
+        return [_guess_all(v) for v in value]
+    if isinstance(value, dict):
+        return {_guess_all(k): _guess_all(v) for k, v in value.items()}
+    return value
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    """An override's value, every scalar still its text, read as the field type ``tp`` expects:
+    a string or enum field keeps the word (``off`` stays "off"); a bool field takes
+    true/false/yes/no/on/off; numbers, lists and mappings follow the item types. Text that does
+    not fit is left as YAML reads it, for :func:`_convert` to reject with its message."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return _guess_all(value)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if type(None) in get_args(tp) and isinstance(value, str) and value.strip().lower() in _NULL_WORDS:
+            return None
+        for a in args:
+            c = _coerce(value, a)
+            try:
+                _convert(c, a, "")
+                return c
+            except ConfigError:
+                continue
+        return _guess_all(value)
+    if isinstance(value, str):
+        if origin is typing.Literal:
+            choices = get_args(tp)
+            if value in choices:
+                return value
+            g = _yaml_guess(value)
+            return g if g in choices else value
+        if tp in (str, Path):
+            return value
+        if isinstance(tp, type) and issubclass(tp, enum.Enum):
+            return value if any(m.value == value for m in tp) else _yaml_guess(value)
+        if tp is bool:
+            return _BOOL_WORDS.get(value.strip().lower(), value)
+        return _yaml_guess(value)
+    if isinstance(value, list):
+        args = get_args(tp)
+        if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
+            if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+                return [_coerce(v, args[i]) if i < len(args) else _guess_all(v) for i, v in enumerate(value)]
+            item = args[0] if args else Any
+            return [_coerce(v, item) for v in value]
+        return _guess_all(value)
+    if isinstance(value, dict):
+        if dataclasses.is_dataclass(tp):
+            hints = get_type_hints(tp)
+            return {k: _coerce(v, hints.get(k, Any)) for k, v in value.items()}
+        if origin is dict:
+            kt, vt = get_args(tp) or (Any, Any)
+            return {_coerce(k, kt): _coerce(v, vt) for k, v in value.items()}
+        return _guess_all(value)
+    return value
+
+
+def _override_value(raw: str, tp: Any) -> Any:
+    """The value of one override: as the field type reads it when the schema knows the field,
+    otherwise as YAML reads it."""
+    if tp is Any:
+        return _yaml_guess(raw)
+    if not raw.strip():
+        return None if type(None) in get_args(tp) else ""
+    try:
+        text = yaml.load(raw, Loader=yaml.BaseLoader)  # structure, with every scalar as text
+    except yaml.YAMLError:
+        return raw
+    return _coerce(text if text is not None else raw, tp)
+
+
+def _child_type(tp: Any, key: str, text: str, here: str) -> tuple[Any, Any]:
+    """The type of field ``key`` of a mapping of type ``tp`` (Any when unknown) and its default
+    as plain data (None when it has none). An unknown key of a dataclass is an error."""
+    tp = _strip_optional(tp)
+    if dataclasses.is_dataclass(tp):
+        fields = {f.name: f for f in dataclasses.fields(tp) if f.init}
+        if key not in fields:
+            raise ConfigError(f"override {text!r}: {here!r} does not exist: unknown key {key!r} "
+                              f"(valid keys: {', '.join(sorted(fields))})")
+        f = fields[key]
+        default = (f.default_factory() if f.default_factory is not _MISSING
+                   else None if f.default is _MISSING else f.default)
+        return get_type_hints(tp)[key], to_dict(default)
+    if get_origin(tp) is dict:
+        return (get_args(tp) or (Any, Any))[1], None
+    return Any, None
+
+
+def _is_container(tp: Any) -> bool:
+    """Whether a value of type tp can hold keys (unknown types: assume it can)."""
+    tp = _strip_optional(tp)
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        return any(_is_container(a) for a in get_args(tp))
+    return tp is Any or dataclasses.is_dataclass(tp) or get_origin(tp) is dict or tp is dict
+
+
+def _item_type(tp: Any, index: int) -> Any:
+    tp = _strip_optional(tp)
+    args = get_args(tp)
+    if get_origin(tp) is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+        return args[index] if index < len(args) else Any
+    if get_origin(tp) in (list, tuple, typing.Sequence) and args:
+        return args[0]
+    return Any
+
+
+def _list_index(items: list, key: str, text: str, where: str, here: str) -> int:
+    """A list item by position (arms.0) or by its ``name`` (arms.left_follower)."""
+    if key.isdigit() and int(key) < len(items):
+        return int(key)
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and item.get("name") == key:
+            return i
+    if not items:
+        have = "it is empty"
+    else:
+        have = "items: " + ", ".join(
+            f"{i} {item['name']}" if isinstance(item, dict) and "name" in item else str(i)
+            for i, item in enumerate(items))
+    what = f"no item {int(key)}" if key.isdigit() else f"no item {key!r}"
+    raise ConfigError(f"override {text!r}: {here!r} does not exist: {where!r} has {what} ({have})")
+
+
+def _apply_one(root: dict[str, Any], text: str, cls: Any) -> None:
+    path, raw = _split_override(text)
+    node: Any = root
+    tp = cls if cls is not None else Any
+    where = ""
+    for i, key in enumerate(path):
+        last = i == len(path) - 1
+        here = f"{where}.{key}" if where else key
+        if isinstance(node, list):
+            idx = _list_index(node, key, text, where, here)
+            tp = _item_type(tp, idx)
+            if last:
+                node[idx] = _override_value(raw, tp)
+                return
+            child = node[idx]
+            if child is None:
+                child = node[idx] = {}
+        else:
+            tp, default = _child_type(tp, key, text, here)
+            if last:
+                node[key] = _override_value(raw, tp)
+                return
+            child = node.get(key)
+            if child is None:
+                if isinstance(default, (dict, list)):
+                    child = node[key] = default
+                elif _is_container(tp):
+                    child = node[key] = {}
+                elif get_origin(_strip_optional(tp)) in (list, tuple, typing.Sequence):
+                    child = node[key] = []
+                else:
+                    child = default
+        if not isinstance(child, (dict, list)):
+            kind = _type_name(_strip_optional(tp)) if child is None else type(child).__name__
+            raise ConfigError(f"override {text!r}: {here + '.' + path[i + 1]!r} does not exist: "
+                              f"{here!r} is a {kind}" + ("" if child is None else f" ({child!r})"))
+        node, where = child, here
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...],
+                    cls: type | None = None) -> dict[str, Any]:
+    """Return a copy of data with 'a.b=value' overrides applied (creating nested maps).
+
+    The one parser of ``key=value`` overrides (``duet ... -o``, ``duet train --set``, presets).
+    List items are reached by index or by name: ``arms.0.port=...``, ``arms.left_follower.port=...``.
+    With the config dataclass ``cls``, keys are checked as they are walked and each value is read
+    as its field's type (``compile=off`` stays the word "off" for an enum field, ``name=yes`` a
+    string); without it, values are read as YAML. A bad key, index or name raises ConfigError in
+    one line naming it and what exists.
+    """
     import copy
 
     out = copy.deepcopy(data)
     for text in overrides:
-        path, value = parse_override(text)
-        node = out
-        for p in path[:-1]:
-            nxt = node.get(p)
-            if nxt is None:
-                nxt = node[p] = {}
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"override {text!r}: {p!r} is not a mapping")
-            node = nxt
-        node[path[-1]] = value
+        _apply_one(out, text, cls)
     return out
 
 
@@ -241,7 +438,7 @@ def load_yaml(cls: type[T], path: str | Path, overrides: list[str] | tuple[str, 
         if key not in data:
             raise ConfigError(f"{path}: no top-level key {key!r}")
         data = data[key]
-    return from_dict(cls, apply_overrides(data, overrides), where=str(path))
+    return from_dict(cls, apply_overrides(data, overrides, cls), where=str(path))
 
 
 # ---------------------------------------------------------------------------- ROS parameters

@@ -37,7 +37,7 @@ def register(subparsers) -> None:
     p.add_argument("--mock", action="store_true",
                    help="rehearse on the mock arm (a simulated operator moves it); writes calibration_dir/mock/")
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="rig config override, e.g. calibration_dir=/tmp/cal")
+                   help="rig config override, e.g. calibration_dir=/tmp/cal or arms.left_leader.port=/dev/ttyUSB0")
     p.set_defaults(func=cmd_calibrate)
 
     hw = subparsers.add_parser("hw", help="Dynamixel tools: scan a bus, show a rig's arms")
@@ -59,7 +59,8 @@ def register(subparsers) -> None:
     i.add_argument("--mock", action="store_true", help="use the mock hardware (use_mock_hardware)")
     i.add_argument("--json", action="store_true", help="print JSON instead of tables")
     i.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="rig config override, e.g. arms.0.port=/dev/ttyUSB0")
+                   help="rig config override; arms by index or name, e.g. arms.0.port=/dev/ttyUSB0 or "
+                        "arms.right_follower.fault_scenario=overload_gripper_at_2s")
     i.set_defaults(func=cmd_info)
 
     c = hsub.add_parser("cameras", help="list the RealSense serials and UVC devices plugged in now")

@@ -76,8 +76,8 @@ def make_config(name: str, preset: str = "paper", overrides: list[str] | tuple[s
     cls = config_class(name)
     if preset not in PRESETS[name]:
         raise ConfigError(f"unknown preset {preset!r} for {name} (choose one of: {', '.join(PRESETS[name])})")
-    data = apply_overrides(dict(base or {}), PRESETS[name][preset])
-    data = apply_overrides(data, list(overrides))
+    data = apply_overrides(dict(base or {}), PRESETS[name][preset], cls)
+    data = apply_overrides(data, list(overrides), cls)
     return from_dict(cls, data, where=f"{name} config")
 
 

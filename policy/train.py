@@ -505,14 +505,14 @@ def train_on_store(policy_name: str, dataset: str | Path, out_dir: str | Path, *
         if pol_over:
             raise ConfigError(f"resume {resume}: policy settings come from the checkpoint; drop {pol_over[0]!r}")
         pcfg = from_dict(pcls, meta["config"], where=f"{resume}/config.json")
-        tdict = apply_overrides(meta.get("train_config", {}), tr_over)
+        tdict = apply_overrides(meta.get("train_config", {}), tr_over, TrainConfig)
         split = meta.get("episodes") or {}
     else:
         cams = list(camera_names) if camera_names else spec.camera_names
         base = {"camera_names": cams, "state_dim": spec.state_dim, "action_dim": spec.action_dim,
                 "control_dt": 1.0 / spec.rate_hz}
         pcfg = make_config(policy_name, preset, pol_over, base=base)
-        tdict = apply_overrides({}, tr_over)
+        tdict = apply_overrides({}, tr_over, TrainConfig)
         split = {}
     tcfg = from_dict(TrainConfig, tdict, where="train config")
     if split:

@@ -193,7 +193,8 @@ def test_duet_train_cli_on_a_store(tmp_path):
     out = tmp_path / "run"
     rc = main(["train", "--policy", "act", "--dataset", str(tmp_path / "d.zarr"), "--out", str(out),
                "--preset", "micro", "--steps", "6", "--no-progress", "--set", "train.num_workers=0",
-               "--set", "val_every=3", "--set", "train.save_every=3", "--set", "policy.batch_size=8"])
+               "--set", "val_every=3", "--set", "train.save_every=3", "--set", "policy.batch_size=8",
+               "--set", "train.compile=off", "--set", "train.amp=off"])  # enum words YAML reads as booleans
     assert rc == 0
     meta = json.loads((out / "checkpoints" / "step_0000006" / "config.json").read_text())
     assert meta["episodes"]["val"] and sorted(meta["episodes"]["train"] + meta["episodes"]["val"]) == [0, 1, 2]

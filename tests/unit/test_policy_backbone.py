@@ -10,8 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from duet.errors import DuetError
-from duet.policy.backbone import (FrozenBatchNorm2d, ResNet18, StridedPointwiseConv2d, load_backbone_weights,
-                                  read_state_dict)
+from duet.policy.backbone import (
+    FrozenBatchNorm2d,
+    ResNet18,
+    StridedPointwiseConv2d,
+    load_backbone_weights,
+    read_state_dict,
+)
 
 # torchvision.models.resnet18().state_dict().keys(), written out from the architecture
 # definition (BasicBlock x [2, 2, 2, 2], downsample on the first block of layers 2-4, fc head).
