@@ -34,13 +34,14 @@ def _latency(text: str) -> tuple[str, float]:
 
 def _server_overrides(items: list[str] | None) -> dict:
     from duet.config import apply_overrides
+    from duet.policy.server.config import ServerConfig
 
     data: dict = {}
     for item in items or []:
         key = item.split("=", 1)[0].strip()
         if not key.startswith("server."):
             raise ConfigError(f"--set {item!r}: only server.* settings can be set here (e.g. server.blend_ticks=8)")
-        data = apply_overrides(data, [item.strip()[len("server."):]])
+        data = apply_overrides(data, [item.strip()[len("server."):]], ServerConfig)
     return data
 
 
