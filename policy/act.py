@@ -15,16 +15,16 @@ Manipulation with Low-Cost Hardware", 2023).
 Beyond the paper: an optional learned per-camera embedding is added to the image tokens'
 position embeddings (the paper's embeddings are identical for every camera).
 
-``TemporalEnsembler`` implements the paper's temporal ensembling (w_i = exp(-k i), i = 0 the
-oldest prediction) for a server that queries the policy every tick.
+The paper's temporal ensembling (w_i = exp(-k i), i = 0 the oldest prediction) is the policy
+server's `ensemble` mode (duet.policy.server, ServerConfig.ensemble_k), for every policy.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,7 +50,11 @@ class ACTConfig(PolicyConfigBase):
     kl_weight: float = field(10.0, "weight of the KL term (the paper's beta)")
     dropout: float = field(0.1, "transformer dropout")
     camera_embedding: bool = field(True, "add a learned per-camera embedding to image token positions")
-    temporal_ensemble_k: float = field(0.01, "temporal ensembling rate k: weights exp(-k*i), i=0 the oldest chunk")
+
+    # Keys an older duet wrote to a checkpoint's config.json, ignored when one is loaded
+    # (policy.factory.checkpoint_config). temporal_ensemble_k was never read: the server's
+    # ServerConfig.ensemble_k sets the ensembling rate.
+    RETIRED_KEYS: ClassVar[tuple[str, ...]] = ("temporal_ensemble_k",)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -66,8 +70,8 @@ class ACTConfig(PolicyConfigBase):
             raise ConfigError(f"hidden_dim {self.hidden_dim} must be even and divisible by n_heads {self.n_heads}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.kl_weight < 0 or self.temporal_ensemble_k < 0:
-            raise ConfigError("kl_weight and temporal_ensemble_k must be >= 0")
+        if self.kl_weight < 0:
+            raise ConfigError(f"kl_weight must be >= 0, got {self.kl_weight}")
 
     @property
     def n_obs_steps(self) -> int:
@@ -255,46 +259,3 @@ class ACTPolicy(BasePolicy):
     def sample_actions(self, nbatch: dict[str, torch.Tensor]) -> torch.Tensor:
         pred, _, _ = self.act(nbatch["state"][:, -1], nbatch["images"][:, -1])
         return pred
-
-
-# ---------------------------------------------------------------------------- temporal ensembling
-
-
-class TemporalEnsembler:
-    """ACT's temporal ensembling over chunks predicted at successive control ticks.
-
-    ``add(step, actions)`` records a chunk predicted from the observation of tick ``step``
-    (actions[i] is for tick step + i). ``get(step)`` averages every recorded prediction for
-    that tick with weights exp(-k * i), i = 0 for the oldest prediction (the paper's choice:
-    older predictions weigh more, which smooths the motion). Chunks that no longer cover any
-    future tick are dropped.
-    """
-
-    def __init__(self, k: float = 0.01):
-        if k < 0:
-            raise ConfigError(f"temporal ensembling k must be >= 0, got {k}")
-        self.k = float(k)
-        self._chunks: list[tuple[int, np.ndarray]] = []
-
-    def reset(self) -> None:
-        self._chunks.clear()
-
-    def __len__(self) -> int:
-        return len(self._chunks)
-
-    def add(self, step: int, actions: np.ndarray) -> None:
-        actions = np.asarray(actions, dtype=np.float64)
-        if actions.ndim != 2:
-            raise ValueError(f"actions must be (horizon, A), got {actions.shape}")
-        if self._chunks and step < self._chunks[-1][0]:
-            raise ValueError(f"chunk for step {step} added after one for step {self._chunks[-1][0]}")
-        self._chunks.append((int(step), actions))
-
-    def get(self, step: int) -> np.ndarray | None:
-        """The ensembled action for tick ``step``, or None if no chunk covers it."""
-        self._chunks = [(s, a) for s, a in self._chunks if s + len(a) > step]
-        preds = [a[step - s] for s, a in self._chunks if s <= step]
-        if not preds:
-            return None
-        w = np.exp(-self.k * np.arange(len(preds)))
-        return (np.tensordot(w / w.sum(), np.stack(preds), axes=1)).astype(np.float32)

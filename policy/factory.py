@@ -70,6 +70,14 @@ def config_class(name: str) -> type[PolicyConfigBase]:
     return POLICIES[name][0]
 
 
+def checkpoint_config(name: str, data: dict[str, Any], where: str) -> PolicyConfigBase:
+    """The config of a checkpoint's config.json: keys the config class has retired since
+    (its RETIRED_KEYS) are dropped, every other key is checked as usual."""
+    cls = config_class(name)
+    retired = getattr(cls, "RETIRED_KEYS", ())
+    return from_dict(cls, {k: v for k, v in (data or {}).items() if k not in retired}, where=where)
+
+
 def make_config(name: str, preset: str = "paper", overrides: list[str] | tuple[str, ...] = (),
                 base: dict[str, Any] | None = None) -> PolicyConfigBase:
     """Config for policy ``name``: defaults, then the preset, then ``base`` values, then overrides."""
@@ -108,7 +116,7 @@ def policy_from_checkpoint(directory: str | Path, verify: bool = True) -> tuple[
         raise CheckpointError(f"checkpoint {d}: config.json names unknown policy {name!r}; "
                               f"this duet knows {', '.join(POLICIES)}")
     try:
-        cfg = from_dict(POLICIES[name][0], meta.get("config") or {}, where=f"checkpoint {d}: config.json")
+        cfg = checkpoint_config(name, meta.get("config") or {}, where=f"checkpoint {d}: config.json")
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
     try:

@@ -492,7 +492,7 @@ def train_on_store(policy_name: str, dataset: str | Path, out_dir: str | Path, *
     from duet.data.sampler import EpisodeSampler, compute_stats
     from duet.data.store import EpisodeStore
     from duet.policy.checkpoint import read_meta
-    from duet.policy.factory import config_class, make_config
+    from duet.policy.factory import checkpoint_config, config_class, make_config
 
     pcls = config_class(policy_name)
     pol_over, tr_over = split_overrides(overrides, pcls)
@@ -504,7 +504,7 @@ def train_on_store(policy_name: str, dataset: str | Path, out_dir: str | Path, *
             raise DuetError(f"resume {resume}: it is a {meta.get('policy')} checkpoint, not {policy_name}")
         if pol_over:
             raise ConfigError(f"resume {resume}: policy settings come from the checkpoint; drop {pol_over[0]!r}")
-        pcfg = from_dict(pcls, meta["config"], where=f"{resume}/config.json")
+        pcfg = checkpoint_config(policy_name, meta["config"], where=f"{resume}/config.json")
         tdict = apply_overrides(meta.get("train_config", {}), tr_over, TrainConfig)
         split = meta.get("episodes") or {}
     else:

@@ -136,6 +136,19 @@ def test_shape_mismatch_names_tensor(saved, tmp_path):
     assert "model.safetensors" in msg and "shape" in msg
 
 
+def test_old_act_config_with_retired_temporal_ensemble_k_still_loads(saved, tmp_path):
+    d = _copy(saved, tmp_path)
+    meta = json.loads((d / "config.json").read_text())
+    meta["config"]["temporal_ensemble_k"] = 0.01  # written by duet before it was retired
+    (d / "config.json").write_text(json.dumps(meta))
+    loaded = load_policy(d, device="cpu")
+    assert not hasattr(loaded.config, "temporal_ensemble_k")
+    meta["config"]["temporal_ensemble_kk"] = 0.01  # any other unknown key is still an error
+    (d / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="unknown key 'temporal_ensemble_kk'"):
+        load_policy(d, device="cpu")
+
+
 def test_bad_config_json(saved, tmp_path):
     d = _copy(saved, tmp_path)
     (d / "config.json").write_text("{not json")

@@ -7,7 +7,7 @@ import torch
 
 from duet.config import from_dict
 from duet.errors import ConfigError, DuetError
-from duet.policy.act import ACTConfig, TemporalEnsembler, sine_position_2d
+from duet.policy.act import ACTConfig, sine_position_2d
 from duet.policy.diffusion import DiffusionConfig, NoiseSchedule
 from duet.policy.factory import make_config, make_policy
 from duet.policy.interface import ActionChunk, Policy
@@ -179,21 +179,6 @@ def test_sine_position_embedding_distinguishes_positions():
     pos = sine_position_2d(3, 4, 16, torch.device("cpu"))
     assert pos.shape == (12, 16)
     assert torch.cdist(pos, pos).fill_diagonal_(1.0).min() > 1e-3
-
-
-def test_temporal_ensembler_weights_oldest_most():
-    ens = TemporalEnsembler(k=0.5)
-    assert ens.get(0) is None
-    ens.add(0, np.full((4, 1), 0.0))
-    ens.add(1, np.full((4, 1), 1.0))
-    w = np.exp(-0.5 * np.arange(2))
-    np.testing.assert_allclose(ens.get(1), [w[1] / w.sum()], rtol=1e-6)
-    np.testing.assert_allclose(ens.get(0), [0.0])
-    ens.add(4, np.full((4, 1), 2.0))
-    np.testing.assert_allclose(ens.get(4), [(w[0] * 1 + w[1] * 2) / w.sum()], rtol=1e-6)
-    assert len(ens) == 2  # the chunk from step 0 no longer covers step 4
-    with pytest.raises(ValueError):
-        ens.add(2, np.zeros((4, 1)))
 
 
 def test_image_pipeline_crop_and_resize():
