@@ -24,15 +24,13 @@ import os
 import socket
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync as _zsync
+from zarr.buffer import default_buffer_prototype
 
 from duet.clock import utc_now_iso
 from duet.data.layout import (
@@ -60,8 +58,6 @@ from duet.data.lock import (
 from duet.errors import DuetError
 from duet.jsonio import jsonable
 
-warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3", category=UserWarning)
-
 # Arrays grow in steps of this many time steps while an episode is recorded (fewer
 # metadata rewrites); they are trimmed to the exact length at commit.
 GROW_STEPS = 512
@@ -87,6 +83,17 @@ class DiskFullError(StoreError):
 
 
 # ---------------------------------------------------------------------------- raw key access
+
+
+def _run(coro: Any) -> Any:
+    """Run a coroutine of a zarr store's async API (get / set / delete / list) to completion.
+
+    zarr has no public synchronous byte-level API, and an fsspec store's coroutines must run
+    on zarr's own event-loop thread, so this is the one place duet uses a zarr internal
+    (zarr.core.sync.sync; check it when upgrading zarr)."""
+    from zarr.core.sync import sync
+
+    return sync(coro)
 
 
 class _Raw:
@@ -117,7 +124,7 @@ class _Raw:
             os.replace(tmp, p)
         else:
             buf = default_buffer_prototype().buffer.from_bytes(bytes(data))
-            _zsync(self.zstore.set(key, buf))
+            _run(self.zstore.set(key, buf))
 
     def get(self, key: str) -> bytes | None:
         if self.root is not None:
@@ -125,7 +132,7 @@ class _Raw:
                 return (self.root / key).read_bytes()
             except FileNotFoundError:
                 return None
-        buf = _zsync(self.zstore.get(key, prototype=default_buffer_prototype()))
+        buf = _run(self.zstore.get(key, prototype=default_buffer_prototype()))
         return None if buf is None else buf.to_bytes()
 
     def delete(self, key: str) -> None:
@@ -133,7 +140,7 @@ class _Raw:
             with contextlib.suppress(FileNotFoundError):
                 (self.root / key).unlink()
             return
-        _zsync(self.zstore.delete(key))
+        _run(self.zstore.delete(key))
 
     def list_dir(self, prefix: str) -> set[str]:
         """Names directly under prefix (e.g. the chunk files of an array)."""
@@ -146,7 +153,7 @@ class _Raw:
         async def names() -> set[str]:
             return {n async for n in self.zstore.list_dir(prefix)}
 
-        return _zsync(names())
+        return _run(names())
 
     def clear(self, keep: str) -> None:
         """Delete everything in the store except the key `keep` (the writer lock)."""
@@ -166,9 +173,9 @@ class _Raw:
         async def keys() -> list[str]:
             return [k async for k in self.zstore.list()]
 
-        for k in _zsync(keys()):
+        for k in _run(keys()):
             if k != keep:
-                _zsync(self.zstore.delete(k))
+                _run(self.zstore.delete(k))
 
     def sync(self) -> None:
         """Make everything written so far durable (syncfs on the store's filesystem)."""
@@ -304,6 +311,12 @@ class EpisodeStore:
         register_codecs()
         self.location = location
         self.mode = mode
+        self._bind(zstore, lock)
+
+    def _bind(self, zstore: Any, lock: WriterLock | None) -> None:
+        """Attach to the zarr store (holding `lock`, if any): read the layout and what is
+        committed. Also used by rewrite() after it swapped the store's directory."""
+        location = self.location
         self.lock = lock
         self._closed = False
         self._zstore = zstore
@@ -313,7 +326,7 @@ class EpisodeStore:
         self._writer: EpisodeWriter | None = None
         self.repairs: list[str] = []  # what open_for_recovery rebuilt
         try:
-            self.root = zarr.open_group(store=zstore, mode="r" if mode == "r" else "r+", zarr_format=3)
+            self.root = zarr.open_group(store=zstore, mode="r" if self.mode == "r" else "r+", zarr_format=3)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as e:
             raise StoreError(f"{location}: not a zarr group ({type(e).__name__}); check the path") from None
         except (json.JSONDecodeError, ValueError, KeyError) as e:
@@ -834,7 +847,8 @@ class EpisodeStore:
             meta.update(extra_meta or {})
             meta["copied_from"] = {"store": src.location, "episode": i}
             sl = src.episode_slice(i)
-            with self.episode(meta) as ep:
+            ep = self.episode(meta)
+            try:
                 block = {k: src.read(k, sl) for k in src.spec.lowdim_arrays()}
                 imgs: dict[str, Any] = {}
                 for k in src.image_keys:
@@ -844,7 +858,10 @@ class EpisodeStore:
                     else:
                         imgs[k] = src.read(k, sl)
                 ep.extend({**block, **imgs})
-                ep._keep_meta = True
+            except BaseException:
+                ep.discard()
+                raise
+            ep.commit(health=False)  # the source's health summary (in meta) stays
             out.append(self.n_episodes - 1)
         return out
 
@@ -877,7 +894,7 @@ class EpisodeStore:
         if self.lock is not None:
             self.lock.release()
         shutil.rmtree(old)
-        self.__init__(zarr.storage.LocalStore(root), self.location, self.mode, lock)
+        self._bind(zarr.storage.LocalStore(root), lock)
 
     def __repr__(self) -> str:
         return f"EpisodeStore({self.location!r}, episodes={self.n_episodes}, steps={self.n_steps})"
@@ -991,7 +1008,6 @@ class EpisodeWriter:
         self._blocks: dict[str, list[np.ndarray]] = {k: [] for k in self._lowdim}
         self._capacity = self.store.array("t").shape[0]
         self._closed = False
-        self._keep_meta = False
         self.before_flush: Callable[[], None] | None = None
         # Per flush: seconds waiting for image writes, writing rows, syncing (diagnostics).
         self.flush_times: list[tuple[float, float, float]] = []
@@ -1187,8 +1203,9 @@ class EpisodeWriter:
             out[k] = np.concatenate(parts) if parts else np.zeros((0, *shape), dtype)
         return out
 
-    def commit(self, extra_meta: dict[str, Any] | None = None) -> int:
-        """Commit the episode atomically; returns its index."""
+    def commit(self, extra_meta: dict[str, Any] | None = None, health: bool = True) -> int:
+        """Commit the episode atomically; returns its index. health: add the health summary
+        of the recorded data (False: keep the one in meta, e.g. of a copied episode)."""
         if self._closed:
             raise StoreError("episode writer is closed")
         if self.length == 0:
@@ -1196,7 +1213,7 @@ class EpisodeWriter:
             raise StoreError(f"{self.store.location}: refusing to commit an empty episode (no steps appended)")
         self.flush(sync=False)
         meta = dict(self.meta)
-        if not self._keep_meta:
+        if health:
             meta.update(episode_health(self.spec, self.data()))
         meta.update(extra_meta or {})
         meta["length"] = self.length

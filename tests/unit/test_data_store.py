@@ -199,3 +199,26 @@ def test_damaged_array_metadata_and_chunks_name_the_file(tmp_path):
     (tmp_path / "s.zarr" / "data" / "cam_low.color" / "c.1.0.0.0").write_bytes(b"\xff\xd8 torn")
     with pytest.raises(StoreError, match=r"data/cam_low.color: episode 0 has an unreadable chunk"):
         EpisodeStore.open(tmp_path / "s.zarr").read_episode(0, keys=["cam_low.color"])
+
+
+def test_copied_episodes_keep_their_health_and_rewrite_keeps_the_store_usable(tmp_path):
+    src = EpisodeStore.create(tmp_path / "src.zarr", spec())
+    for e in range(3):
+        ep = src.episode({"task": f"t{e}"})
+        for r in steps(4, seed=e):
+            ep.append(r)
+        # a flag only the recorder knows (not derivable from the data)
+        ep.commit({"flags": ["writer fell behind: 2 frames repeated"], "flagged": True})
+    dst = EpisodeStore.create(tmp_path / "dst.zarr", spec())
+    assert dst.copy_episodes_from(src, [2, 0]) == [0, 1]
+    m = dst.episode_meta(0)
+    assert m["task"] == "t2" and m["copied_from"] == {"store": src.location, "episode": 2}
+    assert m["flags"] == ["writer fell behind: 2 frames repeated"] and m["flagged"]  # not recomputed
+    src.rewrite([1])  # drop: the store is re-opened in place, still holding the writer lock
+    assert src.n_episodes == 1 and src.episode_meta(0)["task"] == "t1"
+    with pytest.raises(StoreError, match="another writer|already holds"):
+        EpisodeStore.open(tmp_path / "src.zarr", "a")
+    ep = src.episode({"task": "more"})
+    for r in steps(2):
+        ep.append(r)
+    assert ep.commit() == 1
