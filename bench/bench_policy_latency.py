@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from duet.policy.factory import make_config, make_policy, resolve_device
+from duet.policy.factory import for_inference, make_config, make_policy, resolve_device
 
 STATE_DIM = 14
 
@@ -60,8 +60,7 @@ def _bench(label: str, name: str, overrides: list[str], cams: list[str], hw, arg
     res = {}
     for mode in ("fp32", "bf16+cl"):
         if mode == "bf16+cl":
-            policy.to(memory_format=torch.channels_last)
-            policy.autocast_dtype = torch.bfloat16
+            for_inference(policy, device, bf16=True, channels_last=True)
         ms = _time(policy, obs, args.iters, args.warmup, device)
         res[mode] = statistics.median(ms)
     ratio = res["fp32"] / res["bf16+cl"]

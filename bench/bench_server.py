@@ -38,7 +38,7 @@ def make_act(device: str, bf16: bool, channels_last: bool, image_size: list[int]
     try:
         import torch
 
-        from duet.policy.factory import make_config, make_policy, resolve_device
+        from duet.policy.factory import for_inference, make_config, make_policy
     except ImportError as e:
         sys.exit(f"bench_server: the ACT policy is not available ({e}); it needs policy/act.py and torch")
     base = {"camera_names": list(CAMS), "state_dim": 14, "action_dim": 14}
@@ -48,14 +48,7 @@ def make_act(device: str, bf16: bool, channels_last: bool, image_size: list[int]
     stats = {k: {"mean": home.astype(np.float32), "std": np.full(14, 0.05, np.float32)}
              for k in ("observation.state", "action")}
     torch.manual_seed(0)
-    policy = make_policy("act", cfg, stats)
-    dev = resolve_device(device)
-    policy.to(dev)
-    if channels_last:
-        policy.to(memory_format=torch.channels_last)
-    policy.autocast_dtype = torch.bfloat16 if bf16 else None
-    policy.eval()
-    return policy
+    return for_inference(make_policy("act", cfg, stats), device, bf16=bf16, channels_last=channels_last)
 
 
 class FreePolicy:

@@ -138,11 +138,17 @@ def policy_from_checkpoint(directory: str | Path, verify: bool = True) -> tuple[
 
 def load_policy(directory: str | Path, device: str | torch.device = "auto", *, bf16: bool = False,
                 channels_last: bool = False) -> BasePolicy:
-    """Load a checkpoint for inference: eval mode, on ``device`` ("auto": cuda when available).
+    """Load a checkpoint for inference (see for_inference)."""
+    policy, _ = policy_from_checkpoint(directory)
+    return for_inference(policy, device, bf16=bf16, channels_last=channels_last)
+
+
+def for_inference(policy: BasePolicy, device: str | torch.device = "auto", *, bf16: bool = False,
+                  channels_last: bool = False) -> BasePolicy:
+    """`policy` ready for predict_chunk: eval mode, on ``device`` ("auto": cuda when available).
 
     ``bf16`` runs predict_chunk under bfloat16 autocast; ``channels_last`` stores conv weights
     in channels-last layout (both are faster on recent CPUs and GPUs)."""
-    policy, _ = policy_from_checkpoint(directory)
     dev = resolve_device(device)
     policy.to(dev)
     if channels_last:
