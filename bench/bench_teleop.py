@@ -60,13 +60,14 @@ def main() -> int:
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CompressedImage, JointState
     from std_msgs.msg import String
     from std_srvs.srv import Trigger
 
     from duet.clock import MonotonicClock, Pacer, PeriodStats
     from duet_ros.convert import TimeMapper, diagnostic_values
+    from duet_ros.runtime import LATCHED
 
     cams = CAMS[: args.cameras]
     skip = [c for c in CAMS if c not in cams]
@@ -114,8 +115,7 @@ def main() -> int:
     for c in cams:
         node.create_subscription(CompressedImage, f"/{c}/image/compressed", on_img(c), qos_profile_sensor_data)
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, rel)
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    node.create_subscription(String, "/teleop/state", lambda m: state.__setitem__("v", m.data), latched)
+    node.create_subscription(String, "/teleop/state", lambda m: state.__setitem__("v", m.data), LATCHED)
     reset = node.create_client(Trigger, "/teleop/reset_stats")
 
     # baseline: an rclpy timer at 50 Hz in this process's executor

@@ -1,0 +1,103 @@
+"""The project's structure: rules about where code lives, checked by scanning the product
+code's syntax trees (no imports, no ROS needed).
+
+One of each: a helper that exists once is imported everywhere else, never copied (issue 12).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+# product code: the cores, the duet package, the ROS nodes and the benchmarks (not tests/)
+PRODUCT = ("duet", "hardware", "teleop", "data", "policy", "ros2_ws/src/duet_ros/duet_ros", "bench")
+RUNTIME = "ros2_ws/src/duet_ros/duet_ros/runtime.py"
+
+
+@functools.cache
+def _trees() -> dict[str, ast.Module]:
+    out = {}
+    for top in PRODUCT:
+        for p in sorted((ROOT / top).rglob("*.py")):
+            out[p.relative_to(ROOT).as_posix()] = ast.parse(p.read_text(encoding="utf-8"), filename=str(p))
+    assert len(out) > 50, f"found only {len(out)} product modules under {ROOT}"
+    return out
+
+
+def _where(pred) -> set[str]:
+    """The modules with a node for which pred(node) is true."""
+    return {path for path, tree in _trees().items() if any(pred(n) for n in ast.walk(tree))}
+
+
+def _attr(name: str):
+    return lambda n: isinstance(n, ast.Attribute) and n.attr == name
+
+
+def _defines(*names: str):
+    return lambda n: isinstance(n, (ast.ClassDef, ast.FunctionDef)) and n.name in names
+
+
+def _method_names(cls: ast.ClassDef) -> set[str]:
+    return {f.name for f in cls.body if isinstance(f, ast.FunctionDef)}
+
+
+def test_one_float_sample_recorder():
+    """duet.stats.Samples; no other class records floats and gives percentiles."""
+    recorders = _where(lambda n: isinstance(n, ast.ClassDef)
+                       and _method_names(n) & {"percentiles", "percentiles_ms", "percentiles_and_reset", "pct"})
+    assert recorders == {"duet/stats.py"}
+    assert _where(_defines("Samples", "LatencyStats")) == {"duet/stats.py"}
+
+
+def test_one_realtime_scheduling_helper():
+    """duet.clock.set_realtime / realtime(): the only code that sets a scheduling policy."""
+    assert _where(_attr("sched_setscheduler")) == {"duet/clock.py"}
+    assert _where(_attr("SCHED_FIFO")) == {"duet/clock.py"}
+
+
+def test_one_latched_qos_profile():
+    """duet_ros.runtime.LATCHED / latched_qos(depth): the only TRANSIENT_LOCAL profile."""
+    assert _where(_attr("TRANSIENT_LOCAL")) == {RUNTIME}
+
+
+def test_one_json_sanitiser_and_one_iso_time_helper():
+    """duet.jsonio.jsonable and duet.clock.utc_now_iso."""
+    assert _where(_attr("generic")) == {"duet/jsonio.py"}  # np.generic: numpy scalars -> Python
+    assert _where(_attr("isoformat")) == {"duet/clock.py"}
+    assert not _where(_defines("_jsonable", "_clean", "_json_default", "_now_iso", "_iso_now"))
+
+
+def test_every_node_main_is_run_node():
+    """Each node process's main() is runtime.run_node (signals, spin, safe-state close())."""
+    mains = {}
+    for path, tree in _trees().items():
+        for f in tree.body:
+            if path.startswith("ros2_ws/") and isinstance(f, ast.FunctionDef) and f.name == "main":
+                mains[path] = any(isinstance(c, ast.Call) and getattr(c.func, "id", None) == "run_node"
+                                  for c in ast.walk(f))
+    assert "ros2_ws/src/duet_ros/duet_ros/sim_node.py" in mains and len(mains) >= 6
+    assert [p for p, uses in mains.items() if not uses] == []
+    # in duet_ros, executors are made by run_node (nodes) and the graph client (orchestrate) only
+    executors = _where(lambda n: isinstance(n, ast.Call)
+                       and getattr(n.func, "id", "") in ("SingleThreadedExecutor", "MultiThreadedExecutor"))
+    assert {p for p in executors if p.startswith("ros2_ws/")} <= {RUNTIME, "ros2_ws/src/duet_ros/duet_ros/orchestrate.py"}
+
+
+def test_one_temporal_ensembler():
+    """The policy server's EnsembleBuffer; ACT has no ensembling of its own."""
+    ensemblers = {(path, n.name) for path, tree in _trees().items() for n in ast.walk(tree)
+                  if isinstance(n, ast.ClassDef) and "ensembl" in n.name.lower()}
+    assert ensemblers == {("policy/server/scheduler.py", "EnsembleBuffer")}
+    act = next(n for n in ast.walk(_trees()["policy/act.py"]) if isinstance(n, ast.ClassDef) and n.name == "ACTConfig")
+    fields = {s.target.id for s in act.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)}
+    assert "temporal_ensemble_k" not in fields
+
+
+def test_policies_are_prepared_for_inference_in_the_factory_only():
+    """policy.factory.for_inference sets device, layout and autocast (bench_server calls it)."""
+    setters = _where(lambda n: isinstance(n, (ast.Assign, ast.AnnAssign)) and any(
+        isinstance(t, ast.Attribute) and t.attr == "autocast_dtype"
+        for t in (n.targets if isinstance(n, ast.Assign) else [n.target])))
+    assert setters == {"policy/factory.py", "policy/base.py"}  # base: the None default
