@@ -528,7 +528,9 @@ def train_on_store(policy_name: str, dataset: str | Path, out_dir: str | Path, *
 
         stats = load_stats(Path(resume) / STATS)
     else:
-        stats = compute_stats(store, ("observation.state", "action"), episodes=train_eps)
+        from duet.data.keys import ACTION, STATE
+
+        stats = compute_stats(store, (STATE, ACTION), episodes=train_eps)
     train_ds = EpisodeSampler(store, n_obs, horizon, camera_names=cams, episodes=train_eps)
     val_ds = EpisodeSampler(store, n_obs, horizon, camera_names=cams, episodes=val_eps) if val_eps else None
     if val_ds is None:
