@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from duet.errors import DuetError
+from duet.policy.checkpoint import state_dict_mismatch
 
 NormKind = Literal["frozen_bn", "bn", "group_norm"]
 
@@ -182,14 +183,10 @@ def load_backbone_weights(model: ResNet18, source: str | Path | Mapping[str, tor
     sd = read_state_dict(source) if isinstance(source, (str, Path)) else dict(source)
     sd = {k.removeprefix("module."): v for k, v in sd.items()}
     own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    if missing:
-        raise DuetError(f"backbone weights {where}: missing key {missing[0]!r} ({len(missing)} missing); "
-                        "expected a torchvision resnet18 state dict")
-    for k, v in own.items():
-        if tuple(sd[k].shape) != tuple(v.shape):
-            raise DuetError(f"backbone weights {where}: {k!r} has shape {tuple(sd[k].shape)}, "
-                            f"expected {tuple(v.shape)} (a resnet18 with width {model.width}?)")
+    why = state_dict_mismatch(own, sd, unexpected=False)
+    if why:
+        raise DuetError(f"backbone weights {where}: {why}; expected a torchvision resnet18 state dict "
+                        f"(width {model.width})")
     with torch.no_grad():
         for k, v in own.items():
             v.copy_(sd[k].to(v.dtype))

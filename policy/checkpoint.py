@@ -181,21 +181,28 @@ def read_meta(directory: str | Path, verify: bool = True) -> dict[str, Any]:
     return meta
 
 
-def load_state_checked(module: torch.nn.Module, sd: Mapping[str, torch.Tensor], file: str, ckpt: Path) -> None:
-    """Strict load with one-line errors naming the first missing / unexpected / mis-shaped tensor."""
-    own = module.state_dict()
+def state_dict_mismatch(own: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor],
+                        unexpected: bool = True) -> str:
+    """The first way `sd` does not fit a module whose state dict is `own`, in words ("" when
+    it fits): a key of `own` that `sd` lacks, a key `own` lacks (when `unexpected`), a shape."""
     missing = [k for k in own if k not in sd]
     if missing:
-        raise CheckpointError(f"checkpoint {ckpt}: {file} lacks tensor {missing[0]!r} ({len(missing)} missing); "
-                              "the file does not match config.json: re-save or re-train")
-    unexpected = [k for k in sd if k not in own]
-    if unexpected:
-        raise CheckpointError(f"checkpoint {ckpt}: {file} has unexpected tensor {unexpected[0]!r}; "
-                              "the file does not match config.json: re-save or re-train")
+        return f"missing key {missing[0]!r} ({len(missing)} missing)"
+    extra = [k for k in sd if k not in own] if unexpected else []
+    if extra:
+        return f"unexpected key {extra[0]!r} ({len(extra)} unexpected)"
     for k, v in own.items():
         if tuple(sd[k].shape) != tuple(v.shape):
-            raise CheckpointError(f"checkpoint {ckpt}: {file} tensor {k!r} has shape {tuple(sd[k].shape)}, "
-                                  f"config.json implies {tuple(v.shape)}; re-save or re-train")
+            return f"{k!r} has shape {tuple(sd[k].shape)}, expected {tuple(v.shape)}"
+    return ""
+
+
+def load_state_checked(module: torch.nn.Module, sd: Mapping[str, torch.Tensor], file: str, ckpt: Path) -> None:
+    """Strict load with one-line errors naming the first missing / unexpected / mis-shaped tensor."""
+    why = state_dict_mismatch(module.state_dict(), sd)
+    if why:
+        raise CheckpointError(f"checkpoint {ckpt}: {file}: {why}; the file does not match config.json: "
+                              "re-save or re-train")
     module.load_state_dict(dict(sd), strict=True)
 
 

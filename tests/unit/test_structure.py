@@ -101,3 +101,15 @@ def test_policies_are_prepared_for_inference_in_the_factory_only():
         isinstance(t, ast.Attribute) and t.attr == "autocast_dtype"
         for t in (n.targets if isinstance(n, ast.Assign) else [n.target])))
     assert setters == {"policy/factory.py", "policy/base.py"}  # base: the None default
+
+
+def test_one_state_dict_check():
+    """policy.checkpoint.state_dict_mismatch: checkpoint loads and backbone weights both use it."""
+    def compares_shapes(n):  # `tuple(x.shape) != tuple(y.shape)`
+        return (isinstance(n, ast.Compare) and isinstance(n.ops[0], ast.NotEq)
+                and all(isinstance(s, ast.Call) and getattr(s.func, "id", "") == "tuple" and s.args
+                        and isinstance(s.args[0], ast.Attribute) and s.args[0].attr == "shape"
+                        for s in (n.left, *n.comparators)))
+    assert _where(compares_shapes) == {"policy/checkpoint.py"}
+    users = _where(lambda n: isinstance(n, ast.Call) and getattr(n.func, "id", "") == "state_dict_mismatch")
+    assert {"policy/checkpoint.py", "policy/backbone.py"} <= users
