@@ -19,9 +19,9 @@ import time
 import cv2
 import numpy as np
 
-from duet.hardware.cameras import make_camera
+from duet.hardware.factory import make_camera
 from duet.hardware.mock.cameras import FrameRenderer, decode_index
-from duet.hardware.rig import CameraSlot
+from duet.hardware.rig import CameraSlot, RigConfig
 
 
 def per_call_ms(fn, n: int) -> float:
@@ -55,7 +55,7 @@ def bench_render(width: int, height: int, n: int) -> None:
 
 
 def bench_camera(label: str, slot: CameraSlot, seconds: float) -> None:
-    cam = make_camera(slot, use_mock=True)
+    cam = make_camera(RigConfig(name="bench", cameras=[slot]), slot.name, use_mock=True)
     cam.connect()
     lat, n = [], 0
     cpu0, t0 = time.process_time(), time.monotonic()

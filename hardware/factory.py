@@ -2,7 +2,8 @@
 
 One switch swaps every device of a rig at once; nothing downstream changes:
 
-- real:  DynamixelArm on dynamixel_sdk.PortHandler(slot.port); cameras by their drivers.
+- real:  DynamixelArm on dynamixel_sdk.PortHandler(slot.port); cameras by their drivers
+         (make_camera: the one camera factory).
 - mock:  the SAME DynamixelArm and MotorBus code on the wire-level FakeDynamixelBus
          (hardware/mock/fake_dynamixel.py) with the arm model's servos, the slot's
          fault_scenario, and for leaders a scripted operator motion (slot.mock_motion);
@@ -10,16 +11,17 @@ One switch swaps every device of a rig at once; nothing downstream changes:
          calibration (so the demo needs no calibration step).
 - sim:   rig.mock_backend == "sim": the MuJoCo backend (duet.hardware.sim).
 
-Nothing connects here: call Rig.connect() (or use it as a context manager).
+Nothing connects here: call RigDevices.connect() (or use it as a context manager).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
 from duet.clock import Clock, MonotonicClock
-from duet.errors import DuetError
+from duet.errors import ConfigError, DuetError
 from duet.hardware.arm_model import ArmModel, load_arm_model
 from duet.hardware.calibration import Calibration, calibration_path
 from duet.hardware.interfaces import Arm, Camera
@@ -109,19 +111,55 @@ def make_arm(rig: RigConfig, name: str, use_mock: bool, clock: Clock | None = No
 
 
 def make_camera(rig: RigConfig, name: str, use_mock: bool, clock: Clock | None = None) -> Camera:
-    """The Camera for rig camera `name` (not connected)."""
+    """The Camera for rig camera `name` (not connected): the real driver (RealSense or UVC),
+    or with use_mock the SAME driver over the mock device of hardware/mock/cameras.py (a
+    pyrealsense2 software_device for kind=realsense, a cv2.VideoCapture look-alike for
+    kind=opencv, both fed by a synthetic device that honours the slot's fault_scenario), or
+    the sim camera (rig.mock_backend == "sim")."""
     slot = rig.camera(name)
+    clock = clock or MonotonicClock()
     if use_mock and rig.mock_backend == "sim":
         from duet.hardware.sim import make_sim_camera
 
-        return make_sim_camera(rig, name, clock or MonotonicClock())
-    from duet.hardware.cameras import make_camera as _make_camera
+        return make_sim_camera(rig, name, clock)
+    if slot.jpeg and slot.kind != "opencv":
+        raise ConfigError(
+            f"camera {slot.name!r}: jpeg passthrough is for kind opencv (UVC MJPG); set jpeg: false"
+        )
+    if slot.fault_scenario and not use_mock:
+        log.warning("camera %s: fault_scenario %r ignored (real hardware)", slot.name, slot.fault_scenario)
+    if slot.kind == "realsense":
+        from duet.hardware.cameras.realsense import RealSenseCamera
 
-    return _make_camera(slot, use_mock=use_mock, clock=clock)
+        if not use_mock:
+            return RealSenseCamera(slot, clock)
+        try:
+            import pyrealsense2  # noqa: F401
+        except ImportError:
+            from duet.hardware.mock.cameras import SyntheticCamera
+
+            log.warning(
+                "camera %s: pyrealsense2 missing; mock RealSense uses the plain synthetic source", slot.name
+            )
+            return SyntheticCamera(slot, clock)
+        from duet.hardware.mock.cameras import SoftwareDeviceBackend
+
+        return RealSenseCamera(slot, clock, backend=SoftwareDeviceBackend(slot, clock))
+    if slot.kind == "opencv":
+        from duet.hardware.cameras.opencv import OpenCVCamera
+
+        if not use_mock:
+            return OpenCVCamera(slot, clock)
+        from duet.hardware.mock.cameras import SyntheticUVCBackend
+
+        mock_slot = slot if slot.device else dataclasses.replace(slot, device=f"mock:{slot.name}")
+        return OpenCVCamera(mock_slot, clock, backend=SyntheticUVCBackend(mock_slot, clock))
+    raise ConfigError(f"camera {slot.name!r}: unknown kind {slot.kind!r}; use realsense or opencv")
 
 
-class Rig:
-    """The devices of one station. connect() connects everything (arms first, then
+class RigDevices:
+    """The opened devices of one station (its configuration is hardware.rig.RigConfig;
+    make_rig builds this). connect() connects everything (arms first, then
     cameras) and on any failure disconnects what was connected; disconnect() takes every
     device to its safe state and keeps going past errors (reporting the first)."""
 
@@ -159,7 +197,7 @@ class Rig:
         if first is not None:
             raise first
 
-    def __enter__(self) -> Rig:
+    def __enter__(self) -> RigDevices:
         self.connect()
         return self
 
@@ -179,13 +217,13 @@ def make_rig(
     clock: Clock | None = None,
     arms: list[str] | None = None,
     cameras: list[str] | None = None,
-) -> Rig:
+) -> RigDevices:
     """Every arm and camera of the rig (or the named subsets), not connected. One clock
     is shared by all devices (default MonotonicClock)."""
     clock = clock or MonotonicClock()
     arm_names = [a.name for a in rig.arms] if arms is None else list(arms)
     cam_names = [c.name for c in rig.cameras] if cameras is None else list(cameras)
-    return Rig(
+    return RigDevices(
         rig,
         {n: make_arm(rig, n, use_mock, clock) for n in arm_names},
         {n: make_camera(rig, n, use_mock, clock) for n in cam_names},

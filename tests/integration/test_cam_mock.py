@@ -9,16 +9,22 @@ import pytest
 
 from duet.clock import FakeClock
 from duet.errors import ConfigError, DuetError
-from duet.hardware.cameras import CameraError, CaptureCamera, make_camera
+from duet.hardware import factory
+from duet.hardware.cameras import CameraError, CaptureCamera
 from duet.hardware.cameras.opencv import OpenCVCamera
 from duet.hardware.cameras.realsense import RealSenseCamera
 from duet.hardware.interfaces import Camera
 from duet.hardware.mock.cameras import SoftwareDeviceBackend, SyntheticSource, decode_index
-from duet.hardware.rig import CameraSlot
+from duet.hardware.rig import CameraSlot, RigConfig
 
 HAVE_RS = importlib.util.find_spec("pyrealsense2") is not None
 needs_rs = pytest.mark.skipif(not HAVE_RS, reason="pyrealsense2 not installed")
 KINDS = [pytest.param("realsense", marks=needs_rs), "opencv"]
+
+
+def make_camera(slot: CameraSlot, use_mock: bool, clock=None):
+    """hardware.factory.make_camera (the one camera factory) for a one-camera rig holding this slot."""
+    return factory.make_camera(RigConfig(name="cams", cameras=[slot]), slot.name, use_mock, clock)
 
 
 def _slot(kind: str, **kw) -> CameraSlot:

@@ -6,9 +6,10 @@ import pytest
 
 from duet.clock import FakeClock
 from duet.errors import ConfigError, DuetError
-from duet.hardware.cameras import TimestampMapper, make_camera
+from duet.hardware.cameras import TimestampMapper
+from duet.hardware.factory import make_camera
 from duet.hardware.mock.cameras import FaultScenario, FrameRenderer, SyntheticCamera, decode_index
-from duet.hardware.rig import CameraSlot
+from duet.hardware.rig import CameraSlot, RigConfig
 
 
 def test_fault_scenario_parses_all_forms():
@@ -99,7 +100,7 @@ def test_staleness_and_stall_with_fake_clock():
         max_age_s=0.25,
         fault_scenario="stall_at_1s:1",
     )
-    cam = make_camera(slot, use_mock=True, clock=clock)
+    cam = make_camera(RigConfig(name="cams", cameras=[slot]), slot.name, use_mock=True, clock=clock)
     cam.connect()
     try:
         first = cam.wait_for_frame(timeout=2.0)  # frame 0 is due at once

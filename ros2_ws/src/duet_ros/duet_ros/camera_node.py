@@ -23,6 +23,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from duet.clock import MonotonicClock
+from duet.hardware.factory import make_camera
 from duet.hardware.rig import load_rig
 from duet.stats import Samples
 from duet_ros import convert
@@ -31,18 +32,6 @@ from duet_ros.params import declare_config
 from duet_ros.runtime import PacedThread, run_node
 
 DIAG_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-
-
-def _make_camera(rig, slot, use_mock: bool, clock):
-    try:
-        from duet.hardware.factory import make_camera
-    except ImportError:
-        make_camera = None
-    if make_camera is not None:
-        return make_camera(rig, slot.name, use_mock, clock=clock)
-    from duet.hardware.cameras import make_camera as make_device_camera
-
-    return make_device_camera(slot, use_mock, clock)
 
 
 class CameraNode(Node):
@@ -62,7 +51,7 @@ class CameraNode(Node):
                          if cfg.publish_compressed else None)
         self.pub_raw = self.create_publisher(Image, "~/image", qos_profile_sensor_data) if cfg.publish_raw else None
         self.pub_diag = self.create_publisher(convert.DiagnosticArray, "/diagnostics", DIAG_QOS)
-        self.camera = _make_camera(self.rig, self.slot, cfg.use_mock_hardware, self.clock)
+        self.camera = make_camera(self.rig, self.slot.name, cfg.use_mock_hardware, clock=self.clock)
         self.camera.connect()
         self._last_index: int | None = None
         self._published = 0
