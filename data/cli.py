@@ -133,8 +133,8 @@ def _video(args) -> int:
 
 
 def _replay(args) -> int:
-    from duet.data.tools import replay_episode
     from duet.hardware.rig import load_rig
+    from duet.teleop.replay import replay_episode
 
     rig = load_rig(args.rig)
     res = replay_episode(_open(args.store), args.episode, rig, use_mock_hardware=not args.real, speed=args.speed)

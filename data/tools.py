@@ -1,5 +1,6 @@
-"""Dataset tools behind `duet data ...`: info, plot, video, replay, drop / merge / split,
-push to a shared store, ALOHA HDF5 import / export, LeRobotDataset v3 export."""
+"""Dataset tools behind `duet data ...`: info, plot, video, drop / merge / split,
+push to a shared store, ALOHA HDF5 import / export, LeRobotDataset v3 export. (Replay on
+arms drives hardware: duet.teleop.replay.)"""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import os
 import re
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,85 +137,6 @@ def video_episode(store: EpisodeStore, i: int, out: str | Path, cameras: Sequenc
         for pkt in stream.encode():
             container.mux(pkt)
     return out
-
-
-# ---------------------------------------------------------------------------- replay
-
-
-def replay_actions(actions: np.ndarray, arms: dict[str, Any], joints: dict[str, int], rate_hz: float,
-                   clock: Any = None, ramp_timeout_s: float = 5.0,
-                   on_tick: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Play (T, A) actions on connected follower arms (dict name -> Arm, in action order;
-    `joints` gives each arm's joint count). Every command passes
-    hardware.safety.safe_command (limits and max step from arm.features) and the loop is
-    paced by duet.clock.Pacer. The arms first ramp to the first action."""
-    from duet.clock import MonotonicClock, Pacer
-    from duet.hardware.safety import SafetyLimits, safe_command
-
-    clock = clock or MonotonicClock()
-    names = list(arms)
-    limits, last = {}, {}
-    for n in names:
-        f = arms[n].features
-        step = np.asarray(f.max_step, dtype=np.float64)
-        if step.size != len(f.joint_names):
-            step = np.full(len(f.joint_names), 0.05)  # conservative default, rad (gripper units) per tick
-        limits[n] = SafetyLimits(f.lower, f.upper, step)
-        last[n] = np.asarray(arms[n].read().position, dtype=np.float64)
-    slices, o = {}, 0
-    for n in names:
-        slices[n] = slice(o, o + joints[n])
-        o += joints[n]
-    if actions.shape[1] != o:
-        raise StoreError(f"replay: actions have {actions.shape[1]} dims, the arms take {o}")
-    pacer = Pacer(rate_hz, clock)
-    pacer.start()
-    # Ramp to the first action.
-    ramp_ticks = 0
-    t_end = clock.now() + ramp_timeout_s
-    while True:
-        pacer.wait()
-        done = True
-        for n in names:
-            target = actions[0, slices[n]]
-            cmd = safe_command(target, last[n], limits[n], names=arms[n].features.joint_names)
-            last[n] = np.asarray(arms[n].write(cmd), dtype=np.float64)
-            done &= bool(np.allclose(cmd, np.clip(target, limits[n].lower, limits[n].upper), atol=1e-6))
-        ramp_ticks += 1
-        if done or clock.now() > t_end:
-            break
-    clamped = 0
-    for k in range(len(actions)):
-        pacer.wait()
-        for n in names:
-            target = actions[k, slices[n]]
-            cmd = safe_command(target, last[n], limits[n], names=arms[n].features.joint_names)
-            clamped += int(not np.allclose(cmd, target, atol=1e-9))
-            last[n] = np.asarray(arms[n].write(cmd), dtype=np.float64)
-        if on_tick is not None:
-            on_tick(k)
-    return {"ticks": len(actions), "ramp_ticks": ramp_ticks, "clamped_commands": clamped,
-            "timing": pacer.stats.summary().line()}
-
-
-def replay_episode(store: EpisodeStore, i: int, rig: Any, use_mock_hardware: bool = True,
-                   speed: float = 1.0) -> dict[str, Any]:
-    """Replay episode i's actions on the rig's followers (mock or real)."""
-    from duet.hardware.factory import make_arm
-
-    spec = store.spec
-    actions = store.read_episode(i, keys=["action"])["action"]
-    arms = {}
-    try:
-        for f in spec.followers:
-            arm = make_arm(rig, f, use_mock_hardware)
-            arm.connect()
-            arms[f] = arm
-        return replay_actions(actions, arms, {f: len(spec.arm(f).joints) for f in spec.followers},
-                              spec.rate_hz * speed)
-    finally:
-        for a in arms.values():
-            a.disconnect()
 
 
 # ---------------------------------------------------------------------------- editing

@@ -10,7 +10,8 @@ import pytest
 
 from duet.cli import main
 from duet.data.store import EpisodeStore
-from duet.data.tools import export_aloha, export_lerobot, import_aloha, replay_actions
+from duet.data.tools import export_aloha, export_lerobot, import_aloha
+from duet.teleop.replay import replay_actions
 
 H, W = 48, 64
 
