@@ -144,6 +144,8 @@ class DecoderLayer(nn.Module):
 class ACTModel(nn.Module):
     """Works on normalized tensors: state (B, S), images (B, n_cam, 3, h, w), actions (B, k, A)."""
 
+    vae_pos: torch.Tensor  # buffer (registered in __init__ when use_vae), declared for the type checker
+
     def __init__(self, cfg: ACTConfig):
         super().__init__()
         d = cfg.hidden_dim
@@ -218,6 +220,7 @@ class ACTModel(nn.Module):
 
 class ACTPolicy(BasePolicy):
     name = "act"
+    config: ACTConfig
 
     def __init__(self, config: ACTConfig, stats):
         super().__init__(config, stats)
@@ -234,6 +237,10 @@ class ACTPolicy(BasePolicy):
     @property
     def sampler_horizon(self) -> int:
         return int(self.config.chunk_size)
+
+    @property
+    def n_action_steps(self) -> int:
+        return int(self.config.n_action_steps)
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         return list(self.act.backbone.parameters())

@@ -40,6 +40,13 @@ class FrozenBatchNorm2d(nn.Module):
     Keeps ``num_batches_tracked`` so its state dict has the same keys as nn.BatchNorm2d.
     """
 
+    # Buffers (registered in __init__), declared for the type checker.
+    weight: torch.Tensor
+    bias: torch.Tensor
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+    num_batches_tracked: torch.Tensor
+
     def __init__(self, num_features: int, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
@@ -109,6 +116,12 @@ class BasicBlock(nn.Module):
 class ResNet18(nn.Module):
     """ResNet18 with torchvision's names. ``forward`` returns the layer4 feature map
     (B, 8*width, H/32, W/32); ``classify`` runs the ImageNet head (needs ``with_fc``)."""
+
+    # Set in __init__ by name (torchvision's state dict keys), declared for the type checker.
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
 
     def __init__(self, norm: NormKind = "frozen_bn", width: int = 64, with_fc: bool = False,
                  num_classes: int = 1000):

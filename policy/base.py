@@ -164,7 +164,8 @@ class BasePolicy(nn.Module):
 
     @property
     def n_action_steps(self) -> int:
-        return int(self.config.n_action_steps)
+        """Actions executed per chunk (the config's n_action_steps)."""
+        raise NotImplementedError
 
     @property
     def control_dt(self) -> float:

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -105,6 +106,8 @@ class DiffusionConfig(PolicyConfigBase):
 
 class NoiseSchedule(nn.Module):
     """DDPM forward process and DDIM (eta = 0) reverse steps."""
+
+    alphas_cumprod: torch.Tensor  # buffer (registered in __init__), declared for the type checker
 
     def __init__(self, cfg: DiffusionConfig):
         super().__init__()
@@ -251,13 +254,13 @@ class ConditionalUnet1D(nn.Module):
         cond = torch.cat([self.step_embed(t).to(global_cond.dtype), global_cond], dim=-1)
         x = x.transpose(1, 2)
         skips = []
-        for res1, res2, down in self.down:
+        for res1, res2, down in cast(Iterable[nn.ModuleList], self.down):
             x = res2(res1(x, cond), cond)
             skips.append(x)
             x = down(x)
         for res in self.mid:
             x = res(x, cond)
-        for res1, res2, up in self.up:
+        for res1, res2, up in cast(Iterable[nn.ModuleList], self.up):
             x = torch.cat([x, skips.pop()], dim=1)
             x = up(res2(res1(x, cond), cond))
         return self.final(x).transpose(1, 2)
@@ -285,6 +288,7 @@ class DiffusionModel(nn.Module):
 
 class DiffusionPolicy(BasePolicy):
     name = "diffusion"
+    config: DiffusionConfig
 
     def __init__(self, config: DiffusionConfig, stats):
         super().__init__(config, stats)
@@ -308,6 +312,10 @@ class DiffusionPolicy(BasePolicy):
         return int(self.config.horizon)
 
     @property
+    def n_action_steps(self) -> int:
+        return int(self.config.n_action_steps)
+
+    @property
     def chunk_start(self) -> int:
         return self.n_obs_steps - 1
 
@@ -318,7 +326,7 @@ class DiffusionPolicy(BasePolicy):
         return self
 
     def backbone_parameters(self) -> list[nn.Parameter]:
-        return [p for enc in self.diffusion.encoders for p in enc.backbone.parameters()]
+        return [p for enc in self.diffusion.encoders for p in enc.get_submodule("backbone").parameters()]
 
     def _obs(self, nbatch: dict[str, torch.Tensor]):
         n = self.config.n_obs_steps

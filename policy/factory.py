@@ -152,7 +152,7 @@ def for_inference(policy: BasePolicy, device: str | torch.device = "auto", *, bf
     dev = resolve_device(device)
     policy.to(dev)
     if channels_last:
-        policy.to(memory_format=torch.channels_last)
+        policy.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch stubs lack memory_format
     policy.autocast_dtype = torch.bfloat16 if bf16 else None
     policy.eval()
     return policy

@@ -80,6 +80,14 @@ class Normalizer(nn.Module):
     """Holds the statistics as buffers (so they move with .to(device) and live in the state
     dict) and maps between raw units and the model's normalized space."""
 
+    # Buffers (registered in __init__), declared for the type checker.
+    state_mean: torch.Tensor
+    state_std: torch.Tensor
+    action_mean: torch.Tensor
+    action_std: torch.Tensor
+    image_mean: torch.Tensor
+    image_std: torch.Tensor
+
     def __init__(self, stats: Mapping[str, Any], min_std: float = 1e-2):
         super().__init__()
         st = coerce_stats(stats)
