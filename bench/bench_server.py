@@ -158,7 +158,7 @@ def main(argv=None) -> int:
     common = dict(trigger_margin_ticks=args.margin, blend_ticks=args.blend, n_action_steps=args.n_action_steps,
                   torch_threads=args.torch_threads, gil_switch_interval_s=args.gil_interval, worker_nice=args.nice,
                   worker_rt_priority=args.worker_rt_priority if rt > 0 else 0,
-                  max_camera_age_s=0.1, inference_timeout_s=5.0)
+                  max_camera_age_s=0.1, inference_timeout_s=5.0, rate_hz=RATE)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads available; device {args.device}; "
           f"mode {args.mode}; bf16 {not args.fp32}; "
           f"torch threads {args.torch_threads or 'default'}; worker "

@@ -61,7 +61,9 @@ class CameraSlot:
 @dataclass
 class RigConfig:
     name: str = field("aloha", help="rig name, recorded with every episode")
-    control_rate_hz: float = field(50.0, help="control loop rate, Hz")
+    control_rate_hz: float = field(
+        50.0, help="control loop rate, Hz: the one source of every loop's rate (rate_hz 0 = this; resolve_rate)"
+    )
     mock_backend: Literal["mock", "sim"] = field("mock", help="what use_mock_hardware selects")
     sim_task: str = field("transfer_cube", help="sim backend only: task scene (transfer_cube, insertion)")
     calibration_dir: str = field("~/.config/duet/calibration", help="where calibration files live")
@@ -85,6 +87,14 @@ class RigConfig:
                     raise ConfigError(f"rig {self.name!r}: pair names unknown arm {n!r}")
                 if arms[n].role != role:
                     raise ConfigError(f"rig {self.name!r}: {n!r} is paired as {role} but has role {arms[n].role}")
+
+    def resolve_rate(self, rate_hz: float) -> float:
+        """A loop's rate from its ``rate_hz`` field: 0 (every such field's default: teleop, the
+        policy server, the recorder, the arm node, eval) = this rig's control_rate_hz; > 0 overrides it."""
+        if rate_hz < 0:
+            raise ConfigError(f"rate_hz {rate_hz:g} < 0: give a rate in Hz, or 0 for rig {self.name!r}'s "
+                              f"control_rate_hz ({self.control_rate_hz:g})")
+        return float(rate_hz) if rate_hz > 0 else float(self.control_rate_hz)
 
     def arm(self, name: str) -> ArmSlot:
         for a in self.arms:

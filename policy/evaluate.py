@@ -35,7 +35,7 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any, Literal
@@ -464,17 +464,20 @@ class SimEvaluator:
         rig.name = f"{rig.name}_eval"
         self.ticks = int(config.ticks or task.episode_ticks)
         self.stage_names = tuple(task.stages)
-        self.rate_hz = float(rig.control_rate_hz)
-        if abs(float(policy.control_dt) * self.rate_hz - 1.0) > 1e-6:
-            raise ConfigError(f"the policy acts every {policy.control_dt} s but rig {config.rig!r} runs at "
-                              f"{self.rate_hz} Hz: evaluate on a rig with the policy's control rate")
         from duet.config import from_dict
 
         # Lockstep has no real-time deadline to protect: no gc.freeze (a fresh server starts
         # every episode; freezing each time would make every episode's objects immortal).
-        self.server_config = from_dict(
-            ServerConfig, {"gc_freeze": False, **config.server, "mode": config.mode, "rate_hz": self.rate_hz},
-            where="eval server")
+        server_config = from_dict(ServerConfig, {"gc_freeze": False, **config.server, "mode": config.mode},
+                                  where="eval server")
+        self.rate_hz = rig.resolve_rate(server_config.rate_hz)  # 0 (the default) = the rig's
+        if self.rate_hz != rig.control_rate_hz:
+            raise ConfigError(f"eval: server.rate_hz {self.rate_hz:g} differs from rig {config.rig!r}'s control_rate_hz "
+                              f"{rig.control_rate_hz:g}; the sim steps at the rig's rate: leave server.rate_hz at 0")
+        self.server_config = replace(server_config, rate_hz=self.rate_hz)
+        if abs(float(policy.control_dt) * self.rate_hz - 1.0) > 1e-6:
+            raise ConfigError(f"the policy acts every {policy.control_dt} s but rig {config.rig!r} runs at "
+                              f"{self.rate_hz} Hz: evaluate on a rig with the policy's control rate")
         camera_hw = camera_hw or {}
         slots = []
         for name in policy.camera_names:

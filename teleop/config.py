@@ -58,7 +58,8 @@ class GestureConfig:
 
 @dataclass
 class TeleopConfig:
-    rate_hz: float = field(50.0, help="control loop rate, Hz")
+    # 0 = the rig's control_rate_hz (RigConfig.resolve_rate), like every rate_hz field.
+    rate_hz: float = field(0.0, help="control loop rate, Hz; 0 = the rig's control_rate_hz")
     pairs: list[PairMapConfig] = field(
         factory=list, help="leader->follower pairs; empty = the rig's pairs with identity mapping"
     )
@@ -98,8 +99,8 @@ class TeleopConfig:
     gesture: GestureConfig = field(factory=GestureConfig, help="the close-both-grippers start gesture")
 
     def __post_init__(self):
-        if self.rate_hz <= 0:
-            raise ConfigError(f"teleop: rate_hz must be > 0, got {self.rate_hz}")
+        if self.rate_hz < 0:
+            raise ConfigError(f"teleop: rate_hz must be >= 0 (0 = the rig's control_rate_hz), got {self.rate_hz}")
         for name in ("ramp_speed", "ramp_gripper_speed", "ramp_tolerance", "ramp_timeout_s", "leader_max_age_s",
                      "leader_lost_s", "follower_max_age_s"):
             if getattr(self, name) <= 0:
@@ -112,6 +113,14 @@ class TeleopConfig:
             dup = sorted({n for n in names if names.count(n) > 1})
             if dup:
                 raise ConfigError(f"teleop: arm {dup[0]!r} appears in two pairs; each arm belongs to one pair")
+
+    @property
+    def dt(self) -> float:
+        """The tick period, s. rate_hz 0 must be resolved against the rig first."""
+        if not self.rate_hz > 0:
+            raise ConfigError("teleop: rate_hz is 0 (the rig's control rate) and was not resolved: build the core "
+                              "from dataclasses.replace(cfg, rate_hz=rig.resolve_rate(cfg.rate_hz))")
+        return 1.0 / self.rate_hz
 
     def resolved_pairs(self, rig_pairs: list[tuple[str, str]] | list[list[str]]) -> list[PairMapConfig]:
         """The configured pairs, or the rig's pairs with identity mapping when none are set."""

@@ -164,7 +164,7 @@ class _Pair:
         self.limits = SafetyLimits(
             np.asarray(follower.lower, dtype=np.float64), np.asarray(follower.upper, dtype=np.float64), max_step
         )
-        dt = 1.0 / tcfg.rate_hz
+        dt = tcfg.dt
         ramp = np.full(n, tcfg.ramp_speed * dt)
         ramp[-1] = tcfg.ramp_gripper_speed * dt
         self.ramp_max_step = np.minimum(ramp, max_step)

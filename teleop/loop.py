@@ -55,7 +55,7 @@ class TeleopLoop:
         self.clock = clock
         self.inputs = list(inputs or [])
         self.on_event = on_event
-        self.pacer = Pacer(core.cfg.rate_hz, clock, PeriodStats(1.0 / core.cfg.rate_hz))
+        self.pacer = Pacer(core.cfg.rate_hz, clock, PeriodStats(core.cfg.dt))  # resolved: the core needs it
         self.latency = Samples(1 << 20)  # leader capture -> follower write (s), the first ~5.8 h at 50 Hz
         self.read_errors = 0
         self.write_errors = 0

@@ -22,7 +22,8 @@ class ServerConfig:
         "end), async (the next inference starts before the window runs out; a new chunk takes over "
         "on arrival with a cross-fade)",
     )
-    rate_hz: float = field(50.0, "control rate, Hz: one command per tick")
+    # 0 = the rig's control_rate_hz (RigConfig.resolve_rate), like every rate_hz field.
+    rate_hz: float = field(0.0, "control rate, Hz: one command per tick; 0 = the rig's control_rate_hz")
     n_action_steps: int = field(
         0, "actions executed per chunk in receding/async mode; 0 = the policy's n_action_steps"
     )
@@ -119,8 +120,8 @@ class ServerConfig:
             raise ConfigError(f"server.mode: {self.mode!r} is not one of 'ensemble', 'receding', 'async'")
         if self.on_fault not in ("hold", "rest"):
             raise ConfigError(f"server.on_fault: {self.on_fault!r} is not one of 'hold', 'rest'")
-        if not self.rate_hz > 0:
-            raise ConfigError(f"server.rate_hz must be > 0 (got {self.rate_hz})")
+        if not self.rate_hz >= 0:
+            raise ConfigError(f"server.rate_hz must be >= 0, 0 = the rig's control_rate_hz (got {self.rate_hz})")
         for name in ("n_action_steps", "trigger_margin_ticks", "blend_ticks", "torch_threads", "worker_nice",
                      "limit_fault_margin", "chunk_time_tolerance_s", "max_chunk_faults"):
             if not getattr(self, name) >= 0:
@@ -147,4 +148,8 @@ class ServerConfig:
 
     @property
     def dt(self) -> float:
+        """The tick period, s. rate_hz 0 must be resolved against the rig first."""
+        if not self.rate_hz > 0:
+            raise ConfigError("server.rate_hz is 0 (the rig's control rate) and was not resolved: build the server "
+                              "from dataclasses.replace(cfg, rate_hz=rig.resolve_rate(cfg.rate_hz))")
         return 1.0 / self.rate_hz

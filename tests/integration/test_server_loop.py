@@ -51,7 +51,7 @@ def test_run_loop_drives_the_mock_rig():
     with devices:
         arms = [devices.arms[n] for n in followers]
         limits = safety_limits(arms)
-        server = PolicyServer(policy, ServerConfig(mode="async", max_camera_age_s=0.2), limits, clock)
+        server = PolicyServer(policy, ServerConfig(mode="async", max_camera_age_s=0.2, rate_hz=rig.resolve_rate(0)), limits, clock)
         ticks = []
         try:
             report = run_loop(server, arms, devices.cameras, Pacer(50, clock), duration=1.5, on_tick=ticks.append)
@@ -78,12 +78,12 @@ def test_run_loop_checks_the_arms_and_cameras_match_the_policy():
     devices = make_rig(rig, use_mock=True, clock=clock, arms=["left_follower"], cameras=["cam_high"])
     arm = devices.arms["left_follower"]
     limits = safety_limits([arm, arm])
-    server = PolicyServer(ReachPolicy(), ServerConfig(), limits, clock)
+    server = PolicyServer(ReachPolicy(), ServerConfig(rate_hz=rig.resolve_rate(0)), limits, clock)
     with pytest.raises(DuetError, match="7 joints together but the policy has action_dim 14"):
         run_loop(server, [arm], devices.cameras, Pacer(50, clock), duration=0.1)
     with pytest.raises(DuetError, match="camera 'cam_low' is needed by the policy"):
         run_loop(server, [arm, arm], devices.cameras, Pacer(50, clock), duration=0.1)
     with pytest.raises(DuetError, match="safety limits cover 7 joints"):
-        PolicyServer(ReachPolicy(), ServerConfig(), safety_limits([arm]), clock)
+        PolicyServer(ReachPolicy(), ServerConfig(rate_hz=rig.resolve_rate(0)), safety_limits([arm]), clock)
     with pytest.raises(DuetError, match="13 action names for a policy with action_dim 14"):
-        PolicyServer(ReachPolicy(), ServerConfig(), limits, clock, action_names=["x"] * 13)
+        PolicyServer(ReachPolicy(), ServerConfig(rate_hz=rig.resolve_rate(0)), limits, clock, action_names=["x"] * 13)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -81,6 +82,7 @@ class Harness:
         self.clock = policy.clock
         self.policy = policy
         self.limits = SafetyLimits(np.full(A, -bound), np.full(A, bound), np.full(A, max_step))
+        config = replace(config, rate_hz=1 / DT)  # resolved (rate_hz 0 = a rig's; no rig here)
         self.server = PolicyServer(policy, config, self.limits, self.clock, action_names=names)
         self.pos = np.zeros(A) if start_pos is None else np.asarray(start_pos, dtype=np.float64)
         self.camera_ok = True
@@ -460,7 +462,7 @@ def test_server_misuse_fails_with_one_line_errors():
     finally:
         assert h.server.stop()
     with pytest.raises(DuetError, match="rest_pose has 2 values"):
-        PolicyServer(policy, ServerConfig(on_fault="rest", rest_pose=[0.0, 0.0]), h.limits, clock)
+        PolicyServer(policy, ServerConfig(rate_hz=1 / DT, on_fault="rest", rest_pose=[0.0, 0.0]), h.limits, clock)
 
 
 @pytest.mark.timeout(60)

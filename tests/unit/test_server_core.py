@@ -168,8 +168,8 @@ def test_config_from_dict_and_validation():
         from_dict(ServerConfig, {"mode": "chunked"})
     with pytest.raises(ConfigError, match="rest_pose is empty"):
         ServerConfig(on_fault="rest")
-    with pytest.raises(ConfigError, match="rate_hz must be > 0"):
-        ServerConfig(rate_hz=0)
+    with pytest.raises(ConfigError, match="rate_hz must be >= 0, 0 = the rig's"):
+        ServerConfig(rate_hz=-1)
     with pytest.raises(ConfigError, match="unknown key 'blend'"):
         from_dict(ServerConfig, {"blend": 3})
 

@@ -32,7 +32,7 @@ def js(stamp: float, pos) -> JointState:
 
 
 def make_core(cfg: TeleopConfig | None = None, pairs=None, **kw) -> TeleopCore:
-    cfg = cfg or TeleopConfig(**kw)
+    cfg = cfg or TeleopConfig(**{"rate_hz": RATE, **kw})  # resolved (rate_hz 0 = a rig's; no rig here)
     pairs = pairs or cfg.resolved_pairs([("left_leader", "left_follower"), ("right_leader", "right_follower")])
     leaders = {p.leader: features(p.leader, "leader") for p in pairs}
     followers = {p.follower: features(p.follower, "follower") for p in pairs}

@@ -3,6 +3,8 @@ fake bus), paced by a FakeClock: deterministic and fast."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -27,7 +29,7 @@ def test_mock_followers_ramp_then_track_the_waving_leaders():
         followers = {n: a for n, a in arms.items() if a.features.role == "follower"}
         for f in followers.values():
             f.set_torque(True)
-        cfg = TeleopConfig(start_on_launch=True, settle_tolerance=0.1)
+        cfg = TeleopConfig(rate_hz=rig.resolve_rate(0), start_on_launch=True, settle_tolerance=0.1)
         pairs = [PairMapConfig("left_leader", "left_follower", gripper_scale=0.8, gripper_offset=0.1),
                  PairMapConfig("right_leader", "right_follower")]
         core = TeleopCore(cfg, pairs, {n: a.features for n, a in leaders.items()},
@@ -73,6 +75,7 @@ class MockRig:
         self.leaders = {n: a for n, a in self.arms.items() if a.features.role == "leader"}
         self.followers = {n: a for n, a in self.arms.items() if a.features.role == "follower"}
         tcfg = TeleopConfig(**{"start_on_launch": True, **cfg})
+        tcfg = replace(tcfg, rate_hz=rig.resolve_rate(tcfg.rate_hz))  # 0 = the rig's
         self.core = TeleopCore(tcfg, tcfg.resolved_pairs(rig.pairs), {n: a.features for n, a in self.leaders.items()},
                                {n: a.features for n, a in self.followers.items()})
         self.events = []

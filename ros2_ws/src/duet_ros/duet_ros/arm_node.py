@@ -28,6 +28,7 @@ configured again.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import numpy as np
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
@@ -59,8 +60,9 @@ def _make_arm(rig, name: str, use_mock: bool, clock):
 
 
 class ArmNode(LifecycleNode):
-    def __init__(self):
-        super().__init__("arm")
+    def __init__(self, **node_kwargs: Any):
+        """node_kwargs go to rclpy's Node (context, parameter_overrides: in-process use)."""
+        super().__init__("arm", **node_kwargs)
         self.cfg = declare_config(self, ArmNodeConfig)
         cfg = self.cfg
         self.rig = load_rig(cfg.rig)
@@ -70,7 +72,7 @@ class ArmNode(LifecycleNode):
         if cfg.mock_motion and hasattr(self.slot, "mock_motion"):
             self.slot.mock_motion = cfg.mock_motion
         self.role = self.slot.role
-        self.rate_hz = cfg.rate_hz or self.rig.control_rate_hz
+        self.rate_hz = self.rig.resolve_rate(cfg.rate_hz)  # 0 = the rig's
         self.clock = MonotonicClock()
         self.mapper = convert.TimeMapper()
         self.arm = None

@@ -23,7 +23,7 @@ safety function (and the arm node applies it again).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from rclpy.node import Node
@@ -88,6 +88,7 @@ class PolicyNode(Node):
         self.cfg = declare_config(self, PolicyNodeConfig)
         cfg = self.cfg
         self.rig = load_rig(cfg.rig)
+        cfg.server = replace(cfg.server, rate_hz=self.rig.resolve_rate(cfg.server.rate_hz))  # 0 = the rig's
         self.followers = list(cfg.followers) or [f for _, f in self.rig.pairs]
         for name in self.followers:
             if self.rig.arm(name).role != "follower":

@@ -128,7 +128,7 @@ def dataset_spec(cfg: RecorderNodeConfig, rig: RigConfig, joints: dict[str, list
     if not followers:
         raise ConfigError("recorder node: no follower among the recorded arms (the actions are the followers' commands)")
     return DatasetSpec(
-        rate_hz=float(cfg.rate_hz or rig.control_rate_hz),
+        rate_hz=rig.resolve_rate(cfg.rate_hz),  # 0 = the rig's
         arms=[ArmSpec(a.name, a.role, list(joints[a.name])) for a in arms],
         followers=followers,
         cameras=[CameraSpec(c.name, c.width, c.height, False, float(c.max_age_s)) for c in cams],

@@ -23,6 +23,8 @@ idle: mirroring resumes only through the ramp.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
+from typing import Any
 
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
@@ -54,11 +56,13 @@ def arm_features(rig, name: str, use_mock: bool) -> ArmFeatures:
 
 
 class TeleopNode(Node):
-    def __init__(self):
-        super().__init__("teleop")
+    def __init__(self, **node_kwargs: Any):
+        """node_kwargs go to rclpy's Node (context, parameter_overrides: in-process use)."""
+        super().__init__("teleop", **node_kwargs)
         self.cfg = declare_config(self, TeleopNodeConfig)
         cfg = self.cfg
         self.rig = load_rig(cfg.rig)
+        cfg.teleop = replace(cfg.teleop, rate_hz=self.rig.resolve_rate(cfg.teleop.rate_hz))  # 0 = the rig's
         pairs = cfg.teleop.resolved_pairs(self.rig.pairs)
         leaders = {p.leader: arm_features(self.rig, p.leader, cfg.use_mock_hardware) for p in pairs}
         followers = {p.follower: arm_features(self.rig, p.follower, cfg.use_mock_hardware) for p in pairs}
