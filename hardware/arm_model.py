@@ -172,7 +172,7 @@ class ArmModel:
             if not (math.isfinite(spec.max_velocity) and spec.max_velocity > 0):
                 raise ConfigError(f"{where}: max_velocity must be > 0")
             is_gripper = isinstance(spec, GripperSpec)
-            if is_gripper:
+            if isinstance(spec, GripperSpec):
                 if not (math.isfinite(spec.open) and math.isfinite(spec.closed)) or spec.open == spec.closed:
                     raise ConfigError(f"{where}: open and closed must be different angles (rad)")
                 lower, upper = 0.0, 1.0

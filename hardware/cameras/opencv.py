@@ -82,7 +82,7 @@ class OpenCVSource:
                 )
             )
         if s.jpeg:
-            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*"MJPG"))
         cap.set(cv2.CAP_PROP_FRAME_WIDTH, s.width)
         cap.set(cv2.CAP_PROP_FRAME_HEIGHT, s.height)
         cap.set(cv2.CAP_PROP_FPS, s.fps)

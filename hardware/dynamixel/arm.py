@@ -177,7 +177,7 @@ class DynamixelArm:
             self._measure_shadows(ticks)
             self._connected = True
             if not for_calibration:
-                self._raw_prev = self._map.raw_angles(ticks[self._primary_idx])
+                self._raw_prev = self._jmap.raw_angles(ticks[self._primary_idx])
             if self.role == "follower" and not for_calibration:
                 self._hold(ticks)
                 self.bus.set_torque(True)
@@ -270,9 +270,16 @@ class DynamixelArm:
         prim = ticks[self._primary_idx]
         goals = prim[self._joint_of_servo] + self._shadow_offset
         self.bus.sync_write(Reg.GOAL_POSITION, [int(v) for v in goals])
-        raw = self._map.raw_angles(prim, self._raw_prev)
+        raw = self._jmap.raw_angles(prim, self._raw_prev)
         self._raw_prev = raw
-        self._last = self._map.to_position(raw)
+        self._last = self._jmap.to_position(raw)
+
+    @property
+    def _jmap(self) -> JointMap:
+        """The calibrated joint map (raises when connected for calibration only)."""
+        if self._map is None:
+            raise ArmNotConnectedError(f"arm {self.name!r} is connected for calibration only; reconnect")
+        return self._map
 
     # ------------------------------------------------------------------ I/O
     def _require(self, calibrated: bool = True) -> None:
@@ -297,14 +304,14 @@ class DynamixelArm:
         vals = sample.values
         self._last_ticks = np.asarray(vals["position"], dtype=np.int64)
         p = self._primary_idx
-        raw = self._map.raw_angles(np.asarray(vals["position"])[p], self._raw_prev)
+        raw = self._jmap.raw_angles(np.asarray(vals["position"])[p], self._raw_prev)
         self._raw_prev = raw
-        vel = self._map.velocity(velocity_to_rad_s(np.asarray(vals["velocity"], dtype=np.float64)[p]))
+        vel = self._jmap.velocity(velocity_to_rad_s(np.asarray(vals["velocity"], dtype=np.float64)[p]))
         effort = np.asarray(vals["current"], dtype=np.float64)[p] * self._current_unit
         return JointState(
             stamp=float(sample.stamp),
             names=self.model.joint_names,
-            position=self._map.to_position(raw),
+            position=self._jmap.to_position(raw),
             velocity=vel,
             effort=effort,
             gripper_raw=float(raw[-1]),
@@ -316,10 +323,10 @@ class DynamixelArm:
         the servos on their previous goal."""
         self._require()
         cmd = safe_command(position, self._last, self.limits, names=self.model.joint_names)
-        ticks = self._map.to_ticks(cmd)
+        ticks = self._jmap.to_ticks(cmd)
         goals = ticks[self._joint_of_servo] + self._shadow_offset
         self.bus.sync_write(Reg.GOAL_POSITION, [int(v) for v in goals])
-        sent = self._map.from_ticks_exact(ticks, near=cmd)
+        sent = self._jmap.from_ticks_exact(ticks, near=cmd)
         self._last = sent
         return sent.copy()
 

@@ -77,8 +77,8 @@ FIELDS: dict[str, Register] = {
     "velocity": Reg.PRESENT_VELOCITY,
     "position": Reg.PRESENT_POSITION,
 }
-_SIGNED_DTYPES = {1: np.dtype("<i1"), 2: np.dtype("<i2"), 4: np.dtype("<i4")}
-_UNSIGNED_DTYPES = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4")}
+_SIGNED_DTYPES: dict[int, np.dtype[Any]] = {1: np.dtype("<i1"), 2: np.dtype("<i2"), 4: np.dtype("<i4")}
+_UNSIGNED_DTYPES: dict[int, np.dtype[Any]] = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4")}
 # Attempt failure code of a CRC-error status (beside the SDK's COMM_* codes, which are <= 0).
 _STATUS_CRC = 1003
 
@@ -408,6 +408,7 @@ class MotorBus:
         st["failures"] += 1
         assert failure is not None
         idtext = _ids_text(ids)
+        cls: type[BusCommError]
         if failure.code == _STATUS_CRC:
             cls, fix = InstructionCrcError, ("noise corrupts the instructions: check the bus cable and its connectors, "
                                              "and that no other program or device transmits on this bus")

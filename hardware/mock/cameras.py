@@ -188,7 +188,8 @@ class _StoppableClock:
     Pacer then keeps the same deadline for the next call."""
 
     def __init__(self, clock: Clock, stop: threading.Event):
-        self.clock, self.stop, self.real_timeout = clock, stop, None
+        self.clock, self.stop = clock, stop
+        self.real_timeout: float | None = None
 
     def now(self) -> float:
         return self.clock.now()
@@ -282,8 +283,8 @@ class SyntheticVideoCapture:
     grabbed frame in ms (V4L2 reports the buffer's CLOCK_MONOTONIC time there).
     """
 
-    _MJPG = cv2.VideoWriter_fourcc(*"MJPG")
-    _YUYV = cv2.VideoWriter_fourcc(*"YUYV")
+    _MJPG = cv2.VideoWriter.fourcc(*"MJPG")
+    _YUYV = cv2.VideoWriter.fourcc(*"YUYV")
 
     def __init__(self, device: SyntheticDevice, jpeg_quality: int = 90):
         self._dev = device
