@@ -4,7 +4,7 @@
 #   make test    run the test suite (what CI runs); deterministic hypothesis examples (profile ci);
 #                `make test HYPOTHESIS_PROFILE=dev` explores new random examples
 #   make bench   run the benchmarks (they print figures)
-#   make lint    ruff
+#   make lint    ruff check, ruff format --check, mypy
 #
 # ROS 2: if a system ROS 2 is sourced (ROS_DISTRO set, e.g. `source /opt/ros/jazzy/setup.bash`),
 # the venv sees it (--system-site-packages, the system python) and the ros-jazzy-* wheels are
@@ -28,7 +28,7 @@ PYTEST_ARGS ?=
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: setup apt demo test bench lint clean
+.PHONY: setup apt demo test bench lint typecheck clean
 
 setup: $(STAMP)
 
@@ -62,8 +62,26 @@ test: setup
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+# lint: ruff check, ruff format --check, mypy (config in pyproject.toml); runs all three, fails if any does.
+# mypy cannot see the folder mapping of the editable install (setup.py's CORES: duet.hardware ->
+# hardware/, ...), so build/typecheck/duet mirrors it with symlinks, made afresh on every run.
+CORES := $(shell sed -n 's/^CORES = (\(.*\))/\1/p' setup.py | tr -d '",')
+TYPECHECK_TREE := build/typecheck/duet
 lint: setup
-	$(VENV)/bin/ruff check .
+	@rc=0; \
+	echo "== ruff check ."; $(VENV)/bin/ruff check . || rc=1; \
+	echo "== ruff format --check ."; $(VENV)/bin/ruff format --check . || rc=1; \
+	$(MAKE) --no-print-directory typecheck || rc=1; \
+	exit $$rc
+
+typecheck: setup
+	@test -n "$(CORES)" || { echo "[lint] cannot read CORES from setup.py"; exit 1; }
+	@rm -rf $(TYPECHECK_TREE) && mkdir -p $(TYPECHECK_TREE)
+	@for f in duet/*; do ln -s ../../../$$f $(TYPECHECK_TREE)/; done
+	@for c in $(CORES); do ln -s ../../../$$c $(TYPECHECK_TREE)/$$c; done
+	@echo "== mypy: duet (duet/ $(CORES))"
+	@# report the real paths (hardware/x.py, duet/x.py), not the tree's
+	@set -o pipefail; $(VENV)/bin/mypy | sed -E 's#^$(TYPECHECK_TREE)/($(shell echo $(CORES) | tr ' ' '|'))/#\1/#; s#^build/typecheck/##'
 
 clean:
 	rm -rf $(VENV) ros2_ws/build ros2_ws/install ros2_ws/log
