@@ -1,1 +1,2 @@
-"""duet.policy: see ARCHITECTURE.md."""
+"""duet.policy: ACT and Diffusion Policy, training, checkpoints, sim evaluation and the
+policy server (server/). ROS-free. See policy/README.md; the layers: docs/ARCHITECTURE.md."""
