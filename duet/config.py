@@ -14,18 +14,23 @@ No eval/exec: values are parsed with PyYAML's safe loaders and checked against t
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
+import functools
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
 from duet.errors import ConfigError
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 _MISSING = dataclasses.MISSING
 
 
@@ -38,9 +43,7 @@ def field(default: Any = _MISSING, help: str = "", *, factory: Any = _MISSING) -
     if default is _MISSING:
         return dataclasses.field(metadata=meta)
     if isinstance(default, (list, dict, set)) or dataclasses.is_dataclass(default):
-        import copy
-
-        return dataclasses.field(default_factory=lambda d=default: copy.deepcopy(d), metadata=meta)
+        return dataclasses.field(default_factory=functools.partial(copy.deepcopy, default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -80,7 +83,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             choices = ", ".join(repr(a) for a in get_args(tp))
             raise ConfigError(f"{where}: {value!r} is not one of {choices}")
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
@@ -272,7 +275,7 @@ def _coerce(value: Any, tp: Any) -> Any:
             return _BOOL_WORDS.get(value.strip().lower(), value)
         return _yaml_guess(value)
     if isinstance(value, list):
-        args = get_args(tp)
+        args = list(get_args(tp))
         if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
             if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
                 return [_coerce(v, args[i]) if i < len(args) else _guess_all(v) for i, v in enumerate(value)]
@@ -407,8 +410,6 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
     string); without it, values are read as YAML. A bad key, index or name raises ConfigError in
     one line naming it and what exists.
     """
-    import copy
-
     out = copy.deepcopy(data)
     for text in overrides:
         _apply_one(out, text, cls)
@@ -501,5 +502,5 @@ def _restore_none(data: dict[str, Any], cls: type) -> None:
         v = data[f.name]
         if v == "" and type(None) in get_args(tp):
             data[f.name] = None
-        elif dataclasses.is_dataclass(tp) and isinstance(v, dict):
+        elif isinstance(tp, type) and dataclasses.is_dataclass(tp) and isinstance(v, dict):
             _restore_none(v, tp)
