@@ -8,7 +8,7 @@ U-Net, 2 cameras at 240x320) with 3, 10 and 16 DDIM steps. Each in fp32 and in b
     python bench/bench_policy_latency.py --device cuda --iters 20
     python bench/bench_policy_latency.py --only act --iters 5 --threads 2
 
-Reference (ENVIRONMENT.md, this 2-core CPU): paper ACT, 2 cameras 480x640: 665 ms fp32,
+Reference, measured on the 2-core development CPU: paper ACT, 2 cameras 480x640: 665 ms fp32,
 266 ms bf16 + channels_last.
 """
 

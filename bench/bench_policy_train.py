@@ -1,6 +1,6 @@
 """Training throughput (samples/s) of one optimizer step: forward + backward + AdamW (+ EMA).
 
-CPU by default with the "tiny" presets (images 96x128, what `make demo` trains); with
+CPU by default with the "tiny" presets (images 96x128; `make demo` trains ACT "small"); with
 --device cuda (or auto on a GPU machine) also the paper-size configs at 480x640, fp32 vs bf16
 autocast. Batches come from the in-memory synthetic dataset, so data loading is excluded;
 --e2e adds a run through the Trainer (DataLoader, checkpoints off) for comparison.

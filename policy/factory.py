@@ -30,12 +30,13 @@ POLICIES: dict[str, tuple[type[PolicyConfigBase], type[BasePolicy]]] = {
 PRESETS: dict[str, dict[str, list[str]]] = {
     "act": {
         "paper": [],
-        # CPU-sized: for `make demo`, tests and laptops. Images are resized to 96x128.
+        # CPU-sized: for laptops and training benchmarks. Images are resized to 96x128.
         "tiny": ["hidden_dim=64", "dim_feedforward=256", "n_heads=4", "n_encoder_layers=1",
                  "n_decoder_layers=1", "n_vae_encoder_layers=1", "chunk_size=20", "n_action_steps=20",
                  "image_size=[96, 128]", "backbone_norm=group_norm", "lr=1.0e-4", "lr_backbone=1.0e-4"],
-        # The sim benchmark without a GPU: ResNet18 at half width, the paper's 100-action chunks,
-        # images as recorded (collect them at 120x160). About 100 samples/s on 2 CPU cores;
+        # The sim benchmark without a GPU, and `make demo` (3000 steps there): ResNet18 at half
+        # width, the paper's 100-action chunks, images as recorded (collect them at 120x160).
+        # About 100 samples/s on 2 CPU cores;
         # 30000 steps (41 min there) reached 100% transfer_cube success, temporally ensembled
         # (bench/bench_sim_success.py --full --steps 30000).
         "small": ["hidden_dim=128", "dim_feedforward=512", "n_heads=4", "n_encoder_layers=1",
