@@ -19,10 +19,10 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import numpy as np
 import torch
@@ -41,6 +41,9 @@ from duet.policy.checkpoint import (
     save_checkpoint,
 )
 from duet.policy.factory import make_policy, resolve_device
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
 
 log = logging.getLogger("duet.policy.train")
 
@@ -160,7 +163,8 @@ def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"cuda.{i}"] = s
-    name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    legacy = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))  # legacy: the tuple
+    name, keys, pos, has_gauss, gauss = legacy
     py = random.getstate()
     return tensors, {"numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
                      "python": [py[0], list(py[1]), py[2]]}
@@ -228,9 +232,22 @@ class TrainResult:
     samples_per_s: float
 
 
+class MapDataset(Protocol):
+    """A map-style dataset (data.sampler.EpisodeSampler): what DataLoader reads."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+
+def _for_loader(ds: MapDataset) -> Dataset[dict[str, Any]]:
+    """DataLoader takes any map-style dataset; torch's annotations ask for a Dataset."""
+    return cast("Dataset[dict[str, Any]]", ds)
+
+
 class Trainer:
     def __init__(self, policy_name: str, policy_config: PolicyConfigBase, train_config: TrainConfig,
-                 train_dataset: Sequence, val_dataset: Sequence | None, stats: Any, out_dir: str | Path,
+                 train_dataset: MapDataset, val_dataset: MapDataset | None, stats: Any, out_dir: str | Path,
                  resume: str | Path | None = None, progress: bool = True, extra_meta: dict[str, Any] | None = None):
         self.cfg = train_config
         self.policy_name = policy_name
@@ -251,13 +268,14 @@ class Trainer:
             for m in self.policy.model.modules():
                 if isinstance(m, ResNet18):
                     load_backbone_weights(m, pcfg.backbone_weights)
-            if getattr(self.policy, "ema", None) is not None:
-                self.policy.ema.load_state_dict(self.policy.model.state_dict())
+            ema = getattr(self.policy, "ema", None)
+            if isinstance(ema, torch.nn.Module):
+                ema.load_state_dict(self.policy.model.state_dict())
         elif pcfg.backbone_norm == "frozen_bn" and resume is None and self.dist.main:
             log.warning("backbone_norm=frozen_bn with random initialization normalizes nothing: pass "
                         "--backbone-weights (ImageNet resnet18) or set policy.backbone_norm=group_norm")
         self.optimizer = torch.optim.AdamW(self.policy.optimizer_param_groups(), lr=pcfg.lr,
-                                           betas=tuple(pcfg.adam_betas), weight_decay=pcfg.weight_decay)
+                                           betas=(pcfg.adam_betas[0], pcfg.adam_betas[1]), weight_decay=pcfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _lr_lambda(pcfg.lr_schedule, pcfg.warmup_steps, train_config.steps))
         self.step = 0
@@ -274,7 +292,7 @@ class Trainer:
 
             self.module = DDP(self.policy, device_ids=[device.index] if device.type == "cuda" else None)
         comp = train_config.compile
-        self.step_fn = self.module
+        self.step_fn: Callable[..., Any] = self.module
         if comp == "on" or (comp == "auto" and device.type == "cuda"):
             self.step_fn = torch.compile(self.module)
 
@@ -284,8 +302,9 @@ class Trainer:
         if st["meta"].get("policy") != self.policy_name:
             raise DuetError(f"resume {ckpt}: it is a {st['meta'].get('policy')} checkpoint, not {self.policy_name}")
         load_state_checked(self.policy.model, load_tensors(ckpt / MODEL, ckpt), MODEL, ckpt)
-        if getattr(self.policy, "ema", None) is not None and EMA in st["meta"]["files"]:
-            load_state_checked(self.policy.ema, load_tensors(ckpt / EMA, ckpt), EMA, ckpt)
+        ema = getattr(self.policy, "ema", None)
+        if isinstance(ema, torch.nn.Module) and EMA in st["meta"]["files"]:
+            load_state_checked(ema, load_tensors(ckpt / EMA, ckpt), EMA, ckpt)
         try:
             self.optimizer.load_state_dict(st["optimizer"])
         except (ValueError, KeyError) as e:
@@ -328,7 +347,7 @@ class Trainer:
         from torch.utils.data import DataLoader
 
         bs = self.policy.config.batch_size
-        loader = DataLoader(self.val_ds, batch_size=bs, shuffle=False, num_workers=min(self.cfg.num_workers, 2),
+        loader = DataLoader(_for_loader(self.val_ds), batch_size=bs, shuffle=False, num_workers=min(self.cfg.num_workers, 2),
                             generator=torch.Generator().manual_seed(0))
         self.policy.eval()
         sums: dict[str, float] = {}
@@ -361,7 +380,7 @@ class Trainer:
         sampler = StepBatchSampler(len(self.train_ds), bs, cfg.seed, self.step, self.dist.rank, self.dist.world)
         # Its own generator: creating the iterator must not draw from the global RNG (resume
         # restores that RNG exactly, and the data order already depends on (seed, step) only).
-        loader = DataLoader(self.train_ds, batch_sampler=sampler, num_workers=cfg.num_workers,
+        loader = DataLoader(_for_loader(self.train_ds), batch_sampler=sampler, num_workers=cfg.num_workers,
                             pin_memory=self.device.type == "cuda", persistent_workers=False,
                             generator=torch.Generator().manual_seed(cfg.seed * 7 + self.step + self.dist.rank))
         bar = None
@@ -447,8 +466,8 @@ class Trainer:
             log.warning("could not draw the training plot: %s", e)
 
 
-def train(policy_name: str, policy_config: PolicyConfigBase, train_config: TrainConfig, train_dataset: Sequence,
-          val_dataset: Sequence | None, stats: Any, out_dir: str | Path, resume: str | Path | None = None,
+def train(policy_name: str, policy_config: PolicyConfigBase, train_config: TrainConfig, train_dataset: MapDataset,
+          val_dataset: MapDataset | None, stats: Any, out_dir: str | Path, resume: str | Path | None = None,
           progress: bool = True, extra_meta: dict[str, Any] | None = None) -> TrainResult:
     """Train and return a summary; see the module docstring."""
     trainer = Trainer(policy_name, policy_config, train_config, train_dataset, val_dataset, stats, out_dir,
@@ -520,7 +539,7 @@ def train_on_store(policy_name: str, dataset: str | Path, out_dir: str | Path, *
     else:
         train_eps, val_eps = split_episodes(store.n_episodes, tcfg.val_fraction, tcfg.seed)
     n_obs = int(getattr(pcfg, "n_obs_steps", 1))
-    horizon = int(pcfg.chunk_size if policy_name == "act" else pcfg.horizon)
+    horizon = int(getattr(pcfg, "chunk_size" if policy_name == "act" else "horizon"))
     cams = list(pcfg.camera_names)
     if resume is not None:
         from duet.policy.checkpoint import STATS
