@@ -174,7 +174,7 @@ def _parse_map(text: str, spec: str, key_type: type) -> dict:
             key = key_type(k) if key_type is int else k
         except ValueError:
             raise ConfigError(f"input {spec!r}: key code {k!r} is not an integer") from None
-        if key_type is str and len(key) != 1:
+        if key_type is str and isinstance(key, str) and len(key) != 1:
             raise ConfigError(f"input {spec!r}: keyboard keys are single characters, got {k!r}")
         out[key] = _check_action(action.strip(), spec)
     return out

@@ -93,7 +93,7 @@ class TeleopLoop:
     def _restore_torque(self, now: float, events: list[TeleopEvent]) -> set[str]:
         """Before the first ramp command: torque back on where a follower lost it. Returns
         the followers that must not be written (their torque could not be restored)."""
-        failed = set()
+        failed: set[str] = set()
         for name in self.core.followers:
             arm = self.followers.get(name)
             if not isinstance(arm, ArmFaults):
