@@ -28,7 +28,7 @@ import hashlib
 import json
 import struct
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 from zarr.abc.codec import ArrayBytesCodec
@@ -234,7 +234,7 @@ class JpegCodec(ArrayBytesCodec):
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
         _, cfg = parse_named_configuration(data, JPEG_CODEC_NAME, require_configuration=False)
-        return cls(**(cfg or {}))
+        return cls(**cast(dict[str, Any], cfg or {}))
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": JPEG_CODEC_NAME, "configuration": {"level": self.level}}

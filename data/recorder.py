@@ -267,7 +267,9 @@ class Recorder:
                              "(disk too slow?); the episode stays recoverable with `duet data recover`")
         if reply.error is not None:
             raise reply.error
-        res: EpisodeResult = reply.result  # the writer sets a result or an error before done
+        res = reply.result
+        if res is None:  # the writer sets a result or an error before done
+            raise StoreError("recorder: the writer finished the episode without a result (a bug in duet)")
         log.info("episode %s: %s", res.index, res.line)
         return res
 
