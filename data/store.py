@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+import zarr.codecs
 from zarr.buffer import default_buffer_prototype
 
 from duet.clock import utc_now_iso
@@ -62,7 +63,7 @@ from duet.jsonio import jsonable
 # metadata rewrites); they are trimmed to the exact length at commit.
 GROW_STEPS = 512
 # Chunk files are named c.<i>.<j>... in the array's directory (flat; no directory per frame).
-CHUNK_KEYS = {"name": "default", "separator": "."}
+CHUNK_KEYS: dict[str, Any] = {"name": "default", "separator": "."}
 FLUSH_PERIOD_S = 1.0
 
 
@@ -368,7 +369,8 @@ class EpisodeStore:
         elif raw.get("zarr.json") is not None:
             raise StoreError(f"{loc}: a store already exists here; open it (mode='a') or pass overwrite=True")
         register_codecs()
-        duet = {"layout": LAYOUT_NAME, "version": LAYOUT_VERSION, "spec": layout.to_dict(), "complete_chunks": True}
+        duet: dict[str, Any] = {"layout": LAYOUT_NAME, "version": LAYOUT_VERSION, "spec": layout.to_dict(),
+                                "complete_chunks": True}
         root = zarr.open_group(store=zstore, mode="a", zarr_format=3)
         root.attrs.put({"duet": duet})
         data = root.create_group("data")
@@ -484,7 +486,7 @@ class EpisodeStore:
         loc = self.location
         try:
             meta = zarr.open_group(store=self._zstore, path="meta", mode="r")
-            self._meta_attrs = dict(meta.attrs)
+            self._meta_attrs: dict[str, Any] = dict(meta.attrs)
         except (json.JSONDecodeError, ValueError, KeyError, TypeError) as e:
             raise DamagedStoreError(
                 f"{loc}/meta/zarr.json: unreadable ({e}); restore this file from a copy of the store to keep the "
@@ -1058,7 +1060,7 @@ class EpisodeWriter:
         images may be uint8 arrays or JPEG bytes. Optional keys default: t = step / rate,
         velocity/effort 0, stamps = t, ages 0, frame index = step. With images_written,
         the step's images were already written with write_image()."""
-        block = {}
+        block: dict[str, Any] = {}
         for k, v in step.items():
             if k in self._images:
                 block[k] = [v]
