@@ -10,7 +10,7 @@ import re
 import socket
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -201,7 +201,7 @@ def _aloha_images(ds: Any) -> list[Any]:
 
 
 def import_aloha(paths: Sequence[str | Path], dst: str | Path, task: str = "", fps: float = 50.0,
-                 image_codec: str = "jpeg", progress: bool = False) -> list[int]:
+                 image_codec: Literal["jpeg", "lossless"] = "jpeg", progress: bool = False) -> list[int]:
     """Import ALOHA/ACT HDF5 episodes (/observations/qpos, qvel, effort, images/<cam>,
     /action; 14 dims = left 6 joints + gripper, right 6 + gripper) into a store."""
     import h5py
@@ -319,8 +319,8 @@ def _remove_previous_export(out: Path) -> None:
                 raise StoreError(f"{out}: --overwrite replaces only what a previous export wrote, but {rel} is not "
                                  "one of its files; move it away or choose another directory")
             ours.append(Path(dirpath, f))
-    for f in ours:
-        f.unlink()
+    for path in ours:
+        path.unlink()
     for dirpath, _dirs, _files in os.walk(out, topdown=False):
         if Path(dirpath) != out and not any(Path(dirpath).iterdir()):
             Path(dirpath).rmdir()
@@ -377,6 +377,9 @@ class _LeRobotVideos:
             cont = av.open(str(p), "w")
             cam = spec.camera(c)
             st = cont.add_stream(vcodec, rate=int(round(spec.rate_hz)))
+            if not isinstance(st, av.VideoStream):
+                cont.close()
+                raise StoreError(f"{vcodec!r} is not a video codec: export with a video codec such as libx264")
             st.width, st.height, st.pix_fmt = cam.width, cam.height, "yuv420p"
             st.options = {"preset": "veryfast", "crf": "18", "g": "2"} if vcodec == "libx264" else {}
             self.containers[c], self.streams[c] = cont, st
