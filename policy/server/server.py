@@ -312,8 +312,11 @@ class PolicyServer:
         self._blend = None
         self._catchup = False
         self._finish_jump()
-        target = self._last_cmd if reason == WAITING else self.watchdog.hold_target(self._last_cmd)
-        cmd = safe_command(target, self._last_cmd, self.limits)
+        last = self._last_cmd
+        if last is None:  # tick() commands nothing before it has a pose to hold
+            raise DuetError("policy server: no command to hold yet (a bug in duet)")
+        target = last if reason == WAITING else self.watchdog.hold_target(last)
+        cmd = safe_command(target, last, self.limits)
         self.recorder.held[reason] += 1
         return cmd, target, reason
 

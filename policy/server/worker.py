@@ -191,7 +191,7 @@ class InferenceWorker:
                 self.rules.check(chunk, self.clock.now() - stamp)
             grid = to_grid(chunk, stamp, req.t0, req.dt, self.action_dim)
         except InvalidChunk as e:
-            status = "rejected" if isinstance(e, ChunkTimeError) else "invalid"
+            status: Literal["rejected", "invalid"] = "rejected" if isinstance(e, ChunkTimeError) else "invalid"
             return InferenceResult(req.id, req.epoch, stamp, t_start, self.clock.now(), status, None, chunk,
                                    str(e), e.fault)
         except Exception as e:  # noqa: BLE001 - a model failure must become a reported hold, not a dead loop
