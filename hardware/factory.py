@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from duet.clock import Clock, MonotonicClock
@@ -70,9 +71,12 @@ def make_fake_bus(model: ArmModel, slot: ArmSlot, clock: Clock, *, motion: bool 
                 cache["t"], cache["ticks"] = t, jm.to_ticks(fn(t))
             return cache["ticks"]
 
+        def joint_ticks(k: int) -> Callable[[float], int]:
+            return lambda t: int(ticks_at(t)[k])
+
         for j in model.joints:
             for sid in j.ids:
-                fake.set_external_motion(sid, lambda t, k=j.index: int(ticks_at(t)[k]))
+                fake.set_external_motion(sid, joint_ticks(j.index))
     return fake
 
 
@@ -170,12 +174,15 @@ class RigDevices:
 
     @property
     def is_connected(self) -> bool:
-        return all(d.is_connected for d in (*self.arms.values(), *self.cameras.values()))
+        return all(d.is_connected for d in self._devices())
+
+    def _devices(self) -> list[Arm | Camera]:
+        return [*self.arms.values(), *self.cameras.values()]
 
     def connect(self) -> None:
-        done: list[Any] = []
+        done: list[Arm | Camera] = []
         try:
-            for dev in (*self.arms.values(), *self.cameras.values()):
+            for dev in self._devices():
                 dev.connect()
                 done.append(dev)
         except BaseException:
@@ -188,7 +195,8 @@ class RigDevices:
 
     def disconnect(self) -> None:
         first: BaseException | None = None
-        for dev in (*self.cameras.values(), *self.arms.values()):
+        devices: list[Arm | Camera] = [*self.cameras.values(), *self.arms.values()]
+        for dev in devices:
             try:
                 dev.disconnect()
             except Exception as e:  # noqa: BLE001 - every device must get its chance

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -45,6 +45,9 @@ from duet.hardware.dynamixel.errors import DynamixelError, ServoHardwareError
 from duet.hardware.interfaces import ArmFeatures, JointState
 from duet.hardware.safety import SafetyLimits, safe_command
 from duet.jsonio import jsonable
+
+if TYPE_CHECKING:
+    from duet.hardware.mock.fake_dynamixel import FakeDynamixelBus
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,8 @@ class SafeStateError(DynamixelError):
 
 class DynamixelArm:
     """hardware.interfaces.Arm on a MotorBus (duet.hardware.dynamixel.bus)."""
+
+    fake_bus: FakeDynamixelBus  # mock arms only (set by hardware.factory): the simulated servos
 
     def __init__(
         self,
