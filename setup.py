@@ -5,7 +5,7 @@ from setuptools import find_packages, setup
 
 CORES = ("hardware", "teleop", "data", "policy")
 
-packages = ["duet", *[f"duet.{p}" for p in find_packages(include=[f"{c}*" for c in CORES])]]
+packages = ["duet", "duet.apps", *[f"duet.{p}" for p in find_packages(include=[f"{c}*" for c in CORES])]]
 setup(
     packages=packages,
     package_dir={"duet": "duet", **{f"duet.{c}": c for c in CORES}},

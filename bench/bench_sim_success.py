@@ -76,9 +76,10 @@ def _hw(text: str) -> tuple[int, int]:
 
 def collect(task: str, n: int, store_path: Path, camera: str, hw: tuple[int, int]) -> dict:
     """Scripted demonstrations until n are stored (flagged ones are discarded by the collector)."""
+    from duet.apps.sim import open_store
     from duet.data.recorder import Recorder
     from duet.hardware.rig import load_rig
-    from duet.hardware.sim.episode import ScriptedCollector, open_store
+    from duet.hardware.sim.episode import ScriptedCollector
     from duet.hardware.sim.world import get_world
 
     rig = load_rig("aloha_sim", ["name=bench_success_collect", f"sim_task={task}"])

@@ -1,7 +1,8 @@
-"""`duet` command line: one entry point, subcommands registered by each package.
+"""`duet` command line: one entry point, subcommands registered by the applications and duet_ros.
 
-Each package that offers commands has a module with `register(subparsers)`; the module
-list below is the only place commands are wired. A DuetError (something the user can fix)
+This is the composition root. Each module that offers commands (duet.apps.*, duet_ros.cli)
+has `register(subparsers)`; the module list below is the only place commands are wired, and
+names duet_ros by string only (the layer above; absent without ROS). A DuetError (something the user can fix)
 ends in one line on stderr and exit status 2, never a traceback.
 """
 
@@ -15,14 +16,16 @@ import sys
 from duet.errors import DuetError
 
 # Modules that add subcommands, in help order. Each defines register(subparsers).
+# The applications (duet.apps) first; duet_ros.cli, the layer above them, last: besides
+# `duet up` and `duet security` it hands `duet sim` the runners that drive the ROS graph.
 COMMAND_MODULES = (
-    "duet.demo",
-    "duet.hardware.cli",
+    "duet.apps.demo",
+    "duet.apps.hw",
+    "duet.apps.data",
+    "duet.apps.train",
+    "duet.apps.eval",
+    "duet.apps.sim",
     "duet_ros.cli",
-    "duet.data.cli",
-    "duet.policy.cli",
-    "duet.policy.eval_cli",
-    "duet.hardware.sim.cli",
 )
 
 

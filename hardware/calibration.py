@@ -4,7 +4,7 @@ ticks <-> joint-space conversion that uses them.
 A calibration file is JSON, one per physical arm, named after the arm's port id (the
 basename of its /dev/serial/by-id path, which is tied to the USB adapter's serial number)
 in the rig's calibration_dir. `duet calibrate --rig RIG --arm NAME` produces it (the prompts
-live in duet.hardware.cli; this module has no I/O besides reading and writing the file).
+live in duet.apps.hw; this module has no I/O besides reading and writing the file).
 
 Joint angle of joint i from its primary servo's present position p (ticks):
 

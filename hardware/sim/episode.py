@@ -139,8 +139,10 @@ class ScriptedCollector:
             keep_failed: bool = False) -> EpisodeResult:
         """One scripted episode with objects placed by `seed`; on_step gets every tick.
         correct=False: the operator plays its plan blind (no look at the scene mid-way).
-        recorder: a duet.data Recorder (on this world's clock) that records the episode;
-        a flagged demonstration (see EpisodeResult.flagged) is discarded unless keep_failed."""
+        recorder: a recorder on this world's clock (duet.data.recorder.Recorder; the caller,
+        e.g. `duet sim collect --out`, brings it and its store: hardware imports no data/)
+        that records the episode; a flagged demonstration (see EpisodeResult.flagged) is
+        discarded unless keep_failed."""
         self.connect()
         w = self.world
         wall0 = time.perf_counter()
@@ -225,15 +227,3 @@ class ScriptedCollector:
             time.sleep(0.002)
         rec.tick(t)
 
-
-def open_store(path: str, rig: Any, cameras: list[str] | tuple[str, ...] | None = None):
-    """An episode store (duet.data) for a sim rig's arms and the given cameras (default: all)."""
-    import copy
-
-    from duet.data.layout import DatasetSpec
-    from duet.data.store import EpisodeStore
-
-    r = copy.deepcopy(rig)
-    if cameras is not None:
-        r.cameras = [c for c in rig.cameras if c.name in set(cameras)]
-    return EpisodeStore.open_or_create(path, DatasetSpec.from_rig(r))

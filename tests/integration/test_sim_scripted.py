@@ -65,9 +65,9 @@ def test_scripted_insertion_succeeds():
 @pytest.mark.timeout(120)
 def test_demonstrations_are_written_through_the_data_store(tmp_path):
     pytest.importorskip("zarr")
+    from duet.apps.sim import open_store
     from duet.data.recorder import Recorder
     from duet.data.store import EpisodeStore
-    from duet.hardware.sim.episode import open_store
 
     rig = load_rig("aloha_sim", ["name=sim_it_store", "sim_task=transfer_cube"])
     path = tmp_path / "demos"

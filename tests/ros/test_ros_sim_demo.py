@@ -14,7 +14,7 @@ from duet.errors import DuetError
 
 
 def test_a_failing_step_names_the_step_and_its_log(tmp_path, capsys):
-    from duet.demo import Runner
+    from duet.apps.demo import Runner
 
     run = Runner(tmp_path, total=1)
     with pytest.raises(DuetError) as e:

@@ -113,3 +113,112 @@ def test_one_state_dict_check():
     assert _where(compares_shapes) == {"policy/checkpoint.py"}
     users = _where(lambda n: isinstance(n, ast.Call) and getattr(n.func, "id", "") == "state_dict_mismatch")
     assert {"policy/checkpoint.py", "policy/backbone.py"} <= users
+
+
+# ---------------------------------------------------------------------------- layers
+
+# Every import runs down this stack (issue 12): duet core (duet/errors.py, clock.py,
+# config.py, ...) <- hardware <- teleop, data <- policy <- apps <- duet_ros. teleop and data
+# are side by side and do not import each other; duet/cli.py (the composition root) names
+# modules by string and stands above all. A layer may import itself and what it lists here.
+LAYERS_BELOW = {
+    "duet": set(),
+    "hardware": {"duet"},
+    "teleop": {"duet", "hardware"},
+    "data": {"duet", "hardware"},
+    "policy": {"duet", "hardware", "data"},
+    "apps": {"duet", "hardware", "teleop", "data", "policy"},
+}
+CORE_FOLDERS = {"hardware": "hardware", "teleop": "teleop", "data": "data", "policy": "policy"}
+
+
+def _module_name(path: str) -> str:
+    """The import name of a product file: hardware/sim/world.py -> duet.hardware.sim.world."""
+    parts = path.removesuffix(".py").split("/")
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts if parts[0] == "duet" else ["duet", *parts])
+
+
+def _layer(module: str) -> str:
+    """The layer of a module name: duet.hardware.x -> hardware, duet.apps.x -> apps,
+    duet_ros.x -> duet_ros, duet.cli -> cli, any other duet.x -> duet (the core); '' if foreign."""
+    top, _, rest = module.partition(".")
+    if top == "duet_ros":
+        return "duet_ros"
+    if top != "duet":
+        return ""
+    sub = rest.partition(".")[0]
+    if sub in CORE_FOLDERS or sub == "apps":
+        return sub
+    return "cli" if sub == "cli" else "duet"
+
+
+def _imports(path: str, tree: ast.Module) -> list[tuple[int, str]]:
+    """(line, module) of every import in the file, at module level or inside functions,
+    relative ones resolved, plus import_module("...") / __import__("...") with a literal name."""
+    here = _module_name(path)
+    package = here if path.endswith("__init__.py") else here.rpartition(".")[0]
+    out = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Import):
+            out += [(n.lineno, a.name) for a in n.names]
+        elif isinstance(n, ast.ImportFrom):
+            base = n.module or ""
+            if n.level:
+                up = package.split(".")[: len(package.split(".")) - (n.level - 1)]
+                base = ".".join([*up, base] if base else up)
+            out.append((n.lineno, base))
+            if base == "duet":  # from duet import apps
+                out += [(n.lineno, f"duet.{a.name}") for a in n.names]
+        elif (isinstance(n, ast.Call) and n.args and isinstance(n.args[0], ast.Constant)
+              and isinstance(n.args[0].value, str)
+              and (getattr(n.func, "attr", None) == "import_module" or getattr(n.func, "id", None)
+                   in ("import_module", "__import__"))):
+            out.append((n.lineno, n.args[0].value))
+    return out
+
+
+def _layer_of_file(path: str) -> str:
+    if path.startswith("duet/apps/"):
+        return "apps"
+    if path == "duet/cli.py":
+        return "cli"
+    return _layer(_module_name(path))
+
+
+def test_imports_run_down_the_layers():
+    """No library (duet core, hardware, teleop, data, policy) imports an application, duet_ros
+    or a layer above it, not even inside a function; the applications import no duet_ros."""
+    layered = {p: t for p, t in _trees().items() if p.split("/")[0] in ("duet", *CORE_FOLDERS)}
+    assert {"duet/apps/sim.py", "hardware/factory.py", "teleop/replay.py"} <= set(layered)
+    wrong = []
+    for path, tree in layered.items():
+        mine = _layer_of_file(path)
+        if mine == "cli":
+            continue  # the composition root
+        for line, module in _imports(path, tree):
+            theirs = _layer(module)
+            if theirs and theirs != mine and theirs not in LAYERS_BELOW[mine]:
+                wrong.append(f"{path}:{line} ({mine}) imports {module} ({theirs})")
+    assert wrong == []
+
+
+def test_layer_check_sees_every_form_of_import():
+    src = ("import duet_ros.cli\nfrom duet import apps\nfrom ..policy import train\n"
+           "def f():\n    import importlib\n    importlib.import_module('duet.apps.sim')\n")
+    found = [m for _, m in _imports("teleop/x.py", ast.parse(src))]
+    assert {"duet_ros.cli", "duet.apps", "duet.policy", "duet.apps.sim"} <= set(found)
+    assert [_layer(m) for m in ("duet.hardware.sim", "duet.config", "duet.apps.hw", "duet_ros.x", "numpy")] == [
+        "hardware", "duet", "apps", "duet_ros", ""]
+
+
+def test_mocks_are_chosen_by_the_factory():
+    """use_mock_hardware is read in hardware/factory.py, the one camera (and arm) factory:
+    no other library module imports hardware/mock (hardware/cameras has the drivers only);
+    of the applications, `duet hw scan --mock` scans a fake bus."""
+    users = {path for path, tree in _trees().items() if path.split("/")[0] in ("duet", *CORE_FOLDERS)
+             and not path.startswith("hardware/mock/")
+             and any(_layer(m) == "hardware" and m.startswith("duet.hardware.mock") for _, m in _imports(path, tree))}
+    assert users == {"hardware/factory.py", "duet/apps/hw.py"}
+    assert _where(_defines("make_camera")) == {"hardware/factory.py"}

@@ -13,6 +13,9 @@ Mock and sim graphs keep their DDS traffic on this host (ROS_AUTOMATIC_DISCOVERY
 LOCALHOST unless set); every graph says its discovery range and ROS domain when it starts.
 
 Same nodes, executables and parameter files as `ros2 launch launch/<graph>.launch.py`.
+
+This module also runs the graph for `duet sim collect --via-ros` and `duet sim deploy`: their
+commands live in duet.apps.sim, which imports no duet_ros; register() hands them the runners.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ def register(subparsers) -> None:
     _add_graph_arguments(p)
     p.set_defaults(func=cmd_up)
     _register_security(subparsers)
+    _register_sim(subparsers)
 
 
 def _register_security(subparsers) -> None:
@@ -82,6 +86,96 @@ def cmd_security_keystore(args) -> int:
     if args.check:
         security.check_rmw_security(args.out)
         print("  check: a secured node started in this environment")
+    return 0
+
+
+def _register_sim(subparsers) -> None:
+    """`duet sim collect --via-ros` and `duet sim deploy` (commands, flags and checks in
+    duet.apps.sim, registered before this module) run the node graph: this layer hands them
+    their runners, so the applications import no duet_ros."""
+    from duet.apps.sim import use_ros_graph
+
+    use_ros_graph(subparsers, collect=cmd_sim_collect, deploy=cmd_sim_deploy)
+
+
+def cmd_sim_collect(args) -> int:
+    """`duet sim collect --via-ros`: scripted demonstrations through the ROS graph in real time
+    (duet up record --sim: sim host, teleop, recorder), recorded into --out."""
+    import json
+
+    from duet.errors import DuetError
+
+    try:
+        from duet_ros.orchestrate import CollectOptions, collect
+    except ImportError as e:
+        raise DuetError(f"--via-ros needs ROS 2 (rclpy) and the duet_ros package ({e}); run make setup") from None
+    rig = args.rig
+    if args.task != "transfer_cube" or args.cameras or args.camera_size or args.camera_fps:
+        rig = _derived_rig(args)
+    log_dir = Path(args.log_dir) if args.log_dir else Path(str(args.out).rstrip("/") + ".logs")
+    opts = CollectOptions(dataset=args.out, episodes=args.episodes, seed=args.seed, rig=rig,
+                          keep_failed=args.keep_failed, log_dir=log_dir, overrides=parse_sets(args.set))
+    if args.render_quality != "fast":
+        opts.overrides.setdefault("sim", {})["render_quality"] = args.render_quality
+    outcomes = collect(opts)
+    kept = sum(o.kept for o in outcomes)
+    ok = sum(o.success for o in outcomes)
+    print(f"{len(outcomes)} episodes through the ROS graph: {ok} succeeded, {kept} stored in {args.out}")
+    if args.report:
+        out = Path(args.report)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"rig": rig, "via_ros": True, "episodes": [o.__dict__ for o in outcomes]}, indent=1))
+        print(f"report: {out}")
+    return 0 if kept == len(outcomes) else 1
+
+
+def _derived_rig(args) -> str:
+    """A rig YAML beside the store: the sim rig with --task and only --cameras."""
+    import yaml
+
+    from duet.config import to_dict
+    from duet.errors import DuetError
+    from duet.hardware.rig import load_rig
+
+    rig = load_rig(args.rig, [f"sim_task={args.task}"])
+    cams = [c for c in args.cameras.split(",") if c]
+    if cams:
+        for c in cams:
+            rig.camera(c)  # a one-line error for an unknown camera
+        rig.cameras = [c for c in rig.cameras if c.name in cams]
+    if args.camera_size:
+        try:
+            h, w = (int(x) for x in args.camera_size.lower().split("x"))
+        except ValueError:
+            raise DuetError(f"--camera-size {args.camera_size!r}: expected HxW, e.g. 120x160") from None
+        for c in rig.cameras:
+            c.height, c.width = h, w
+    if args.camera_fps:
+        for c in rig.cameras:
+            c.fps = args.camera_fps
+    path = Path(str(args.out).rstrip("/") + ".rig.yaml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(to_dict(rig), sort_keys=False))
+    return str(path)
+
+
+def cmd_sim_deploy(args) -> int:
+    """`duet sim deploy`: a policy drives the sim rig through the ROS graph in real time."""
+    from duet.errors import DuetError
+
+    try:
+        from duet_ros.orchestrate import deploy
+    except ImportError as e:
+        raise DuetError(f"sim deploy needs ROS 2 (rclpy) and the duet_ros package ({e}); run make setup") from None
+    log_dir = Path(args.log_dir) if args.log_dir else Path(args.checkpoint).resolve().parent / "deploy-logs"
+    out = deploy(args.rig, args.checkpoint, seconds=args.seconds, seed=args.seed, log_dir=log_dir,
+                 overrides=parse_sets(args.set))
+    print(out.summary())
+    for e in out.events:
+        print(f"  policy event: {e}")
+    if not all(out.commands.values()):
+        print(f"no commands reached {', '.join(k for k, v in out.commands.items() if not v)}; see {log_dir}")
+        return 1
     return 0
 
 

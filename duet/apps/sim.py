@@ -1,9 +1,23 @@
-"""`duet sim ...`: scripted demonstrations on the MuJoCo sim rig (lockstep)."""
+"""`duet sim ...`: scripted demonstrations on the MuJoCo sim rig, and policies deployed on it.
+
+    duet sim collect --episodes 10 --out demos.zarr           lockstep, here: ScriptedCollector
+                                                              (hardware.sim) -> Recorder (data)
+    duet sim collect --via-ros --episodes 10 --out demos.zarr through the ROS graph in real time
+    duet sim deploy --checkpoint CKPT                         a policy drives the sim through the graph
+
+The commands, their flags and their checks are all here. What drives the ROS graph lives in
+duet_ros, the layer above the applications (duet.apps imports no duet_ros): duet_ros.cli's
+register() hands `duet sim` its runners with use_ros_graph() (duet/cli.py registers
+duet_ros.cli after this module). Without duet_ros nobody does, and --via-ros / deploy end in
+one line that says what to install.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from duet.errors import DuetError
 
@@ -51,7 +65,7 @@ def _collect(args) -> int:
     if args.via_ros:
         return _collect_via_ros(args)
     from duet.hardware.rig import load_rig
-    from duet.hardware.sim.episode import ScriptedCollector, open_store
+    from duet.hardware.sim.episode import ScriptedCollector
     from duet.hardware.sim.tasks import make_task
 
     make_task(args.task)  # validate before loading anything heavy
@@ -100,84 +114,41 @@ def _collect(args) -> int:
 
 
 def _collect_via_ros(args) -> int:
-    """The ROS-graph collection (duet_ros.orchestrate; ROS code stays out of hardware/)."""
-    from duet.errors import DuetError
-
     if not args.out:
         raise DuetError("--via-ros records into a store: give --out DIR")
     if args.episodes < 1:
         raise DuetError(f"--episodes {args.episodes}: must be >= 1")
-    try:
-        from duet_ros.cli import parse_sets
-        from duet_ros.orchestrate import CollectOptions, collect
-    except ImportError as e:
-        raise DuetError(f"--via-ros needs ROS 2 (rclpy) and the duet_ros package ({e}); run make setup") from None
-    rig = args.rig
-    if args.task != "transfer_cube" or args.cameras or args.camera_size or args.camera_fps:
-        rig = _derived_rig(args)
-    log_dir = Path(args.log_dir) if args.log_dir else Path(str(args.out).rstrip("/") + ".logs")
-    opts = CollectOptions(dataset=args.out, episodes=args.episodes, seed=args.seed, rig=rig,
-                          keep_failed=args.keep_failed, log_dir=log_dir, overrides=parse_sets(args.set))
-    if args.render_quality != "fast":
-        opts.overrides.setdefault("sim", {})["render_quality"] = args.render_quality
-    outcomes = collect(opts)
-    kept = sum(o.kept for o in outcomes)
-    ok = sum(o.success for o in outcomes)
-    print(f"{len(outcomes)} episodes through the ROS graph: {ok} succeeded, {kept} stored in {args.out}")
-    if args.report:
-        out = Path(args.report)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"rig": rig, "via_ros": True, "episodes": [o.__dict__ for o in outcomes]}, indent=1))
-        print(f"report: {out}")
-    return 0 if kept == len(outcomes) else 1
-
-
-def _derived_rig(args) -> str:
-    """A rig YAML beside the store: the sim rig with --task and only --cameras."""
-    import yaml
-
-    from duet.config import to_dict
-    from duet.hardware.rig import load_rig
-
-    rig = load_rig(args.rig, [f"sim_task={args.task}"])
-    cams = [c for c in args.cameras.split(",") if c]
-    if cams:
-        for c in cams:
-            rig.camera(c)  # a one-line error for an unknown camera
-        rig.cameras = [c for c in rig.cameras if c.name in cams]
-    if args.camera_size:
-        try:
-            h, w = (int(x) for x in args.camera_size.lower().split("x"))
-        except ValueError:
-            raise DuetError(f"--camera-size {args.camera_size!r}: expected HxW, e.g. 120x160") from None
-        for c in rig.cameras:
-            c.height, c.width = h, w
-    if args.camera_fps:
-        for c in rig.cameras:
-            c.fps = args.camera_fps
-    path = Path(str(args.out).rstrip("/") + ".rig.yaml")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(to_dict(rig), sort_keys=False))
-    return str(path)
+    return _ros_runner(args, "ros_collect", "--via-ros")(args)
 
 
 def _deploy(args) -> int:
-    from duet.errors import DuetError
-
     if not Path(args.checkpoint).is_dir():
         raise DuetError(f"--checkpoint {args.checkpoint}: not a directory (a duet train checkpoint)")
-    try:
-        from duet_ros.cli import parse_sets
-        from duet_ros.orchestrate import deploy
-    except ImportError as e:
-        raise DuetError(f"sim deploy needs ROS 2 (rclpy) and the duet_ros package ({e}); run make setup") from None
-    log_dir = Path(args.log_dir) if args.log_dir else Path(args.checkpoint).resolve().parent / "deploy-logs"
-    out = deploy(args.rig, args.checkpoint, seconds=args.seconds, seed=args.seed, log_dir=log_dir,
-                 overrides=parse_sets(args.set))
-    print(out.summary())
-    for e in out.events:
-        print(f"  policy event: {e}")
-    if not all(out.commands.values()):
-        print(f"no commands reached {', '.join(k for k, v in out.commands.items() if not v)}; see {log_dir}")
-        return 1
-    return 0
+    return _ros_runner(args, "ros_deploy", "sim deploy")(args)
+
+
+def use_ros_graph(subparsers, collect: Callable[[Any], int], deploy: Callable[[Any], int]) -> None:
+    """Hand `duet sim` (registered on `subparsers`) the runners that drive the ROS graph:
+    collect(args) for `collect --via-ros`, deploy(args) for `deploy`. Called by
+    duet_ros.cli.register, the layer above (the arrow runs duet_ros -> duet.apps)."""
+    subparsers.choices["sim"].set_defaults(ros_collect=collect, ros_deploy=deploy)
+
+
+def _ros_runner(args, name: str, what: str) -> Callable[[Any], int]:
+    run = getattr(args, name, None)
+    if run is None:
+        raise DuetError(f"{what} needs ROS 2 (rclpy) and the duet_ros package; run make setup")
+    return run
+
+
+def open_store(path: str, rig: Any, cameras: list[str] | tuple[str, ...] | None = None):
+    """An episode store (duet.data) for a sim rig's arms and the given cameras (default: all)."""
+    import copy
+
+    from duet.data.layout import DatasetSpec
+    from duet.data.store import EpisodeStore
+
+    r = copy.deepcopy(rig)
+    if cameras is not None:
+        r.cameras = [c for c in rig.cameras if c.name in set(cameras)]
+    return EpisodeStore.open_or_create(path, DatasetSpec.from_rig(r))
