@@ -255,9 +255,9 @@ class SimWorld:
         (top=True: minus the highest point)."""
         import mujoco
 
-        R = np.empty(9)
-        mujoco.mju_quat2Mat(R, np.asarray(quat, dtype=np.float64))
-        R = R.reshape(3, 3)
+        R9 = np.empty(9)
+        mujoco.mju_quat2Mat(R9, np.asarray(quat, dtype=np.float64))
+        R = R9.reshape(3, 3)
         low = np.inf
         for g in range(self.model.ngeom):
             if self.model.geom_bodyid[g] != body:
