@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -46,6 +46,9 @@ from duet.clock import utc_now_iso
 from duet.config import field
 from duet.errors import ConfigError, DuetError
 from duet.jsonio import jsonable
+
+if TYPE_CHECKING:
+    from duet.hardware.interfaces import Arm, Camera
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +205,8 @@ class VideoWriter:
     def __init__(self, path: Path, fps: float):
         self.path = Path(path)
         self.fps = fps
-        self._container = None
-        self._stream = None
+        self._container: Any = None  # av's output container and video stream, opened at the first frame
+        self._stream: Any = None
         self.frames = 0
 
     def _open(self, w: int, h: int) -> None:
@@ -508,9 +511,10 @@ class SimEvaluator:
     def connect(self) -> None:
         if self._connected:
             return
-        done = []
+        done: list[Arm | Camera] = []
         try:
-            for dev in (*self.arms, *self.cameras.values()):
+            devices: list[Arm | Camera] = [*self.arms, *self.cameras.values()]
+            for dev in devices:
                 dev.connect()
                 done.append(dev)
         except BaseException:
@@ -521,7 +525,8 @@ class SimEvaluator:
         self.limits = self._safety_limits(self.arms)
 
     def close(self) -> None:
-        for dev in (*self.cameras.values(), *self.arms):
+        devices: list[Arm | Camera] = [*self.cameras.values(), *self.arms]
+        for dev in devices:
             try:
                 dev.disconnect()
             except Exception:  # noqa: BLE001 - close everything
