@@ -290,9 +290,9 @@ def _fmt_health(h: dict[str, Any]) -> str:
     servos = h.get("servos") or {}
     if "error" in servos:
         return f"health read failed: {servos['error']}"
-    temps = [s.get("temperature_c") for s in servos.values() if isinstance(s, dict)]
-    volts = [s.get("input_voltage_v") for s in servos.values() if isinstance(s, dict)]
-    errs = {k: s.get("hardware_errors") for k, s in servos.items() if isinstance(s, dict) and s.get("hardware_errors")}
+    temps = [s["temperature_c"] for s in servos.values() if isinstance(s, dict)]
+    volts = [s["input_voltage_v"] for s in servos.values() if isinstance(s, dict)]
+    errs = {k: s["hardware_errors"] for k, s in servos.items() if isinstance(s, dict) and s.get("hardware_errors")}
     bus = h.get("bus", {})
     parts = []
     if temps:

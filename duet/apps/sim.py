@@ -74,7 +74,7 @@ def _collect(args) -> int:
     rig = load_rig(args.rig, [f"sim_task={args.task}"])
     cams = [c for c in args.cameras.split(",") if c] or None
     render = args.render or bool(args.out)
-    results = []
+    results: list[dict[str, Any]] = []
     from duet.hardware.sim.world import world_for
 
     world_for(rig, args.task).render_quality = args.render_quality
