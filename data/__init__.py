@@ -7,5 +7,5 @@ the `duet data` tools. ROS-free. See data/README.md for the layout and the API:
     duet.data.lock      the writer lock: one writer per store (flock locally, a lease on fsspec stores)
     duet.data.recorder  Recorder (latest-value inputs, tick(now), writer thread, health line)
     duet.data.sampler   EpisodeSampler, compute_stats
-    duet.data.tools     info, plot, video, replay, drop / merge / split / push, ALOHA and LeRobot I/O
+    duet.data.tools     info, plot, video, drop / merge / split / push, ALOHA and LeRobot I/O
 """
