@@ -154,13 +154,24 @@ def _layer(module: str) -> str:
     return "cli" if sub == "cli" else "duet"
 
 
-def _imports(path: str, tree: ast.Module) -> list[tuple[int, str]]:
+def _type_only(tree: ast.Module) -> set[int]:
+    """ids of the nodes under `if TYPE_CHECKING:` (imports for annotations only)."""
+    return {id(n) for b in ast.walk(tree) if isinstance(b, ast.If)
+            and getattr(b.test, "id", getattr(b.test, "attr", None)) == "TYPE_CHECKING"
+            for s in b.body for n in ast.walk(s)}
+
+
+def _imports(path: str, tree: ast.Module, type_only: bool = True) -> list[tuple[int, str]]:
     """(line, module) of every import in the file, at module level or inside functions,
-    relative ones resolved, plus import_module("...") / __import__("...") with a literal name."""
+    relative ones resolved, plus import_module("...") / __import__("...") with a literal name;
+    type_only=False leaves out the imports under `if TYPE_CHECKING:`."""
     here = _module_name(path)
     package = here if path.endswith("__init__.py") else here.rpartition(".")[0]
+    skip = set() if type_only else _type_only(tree)
     out = []
     for n in ast.walk(tree):
+        if id(n) in skip:
+            continue
         if isinstance(n, ast.Import):
             out += [(n.lineno, a.name) for a in n.names]
         elif isinstance(n, ast.ImportFrom):
@@ -209,16 +220,20 @@ def test_layer_check_sees_every_form_of_import():
            "def f():\n    import importlib\n    importlib.import_module('duet.apps.sim')\n")
     found = [m for _, m in _imports("teleop/x.py", ast.parse(src))]
     assert {"duet_ros.cli", "duet.apps", "duet.policy", "duet.apps.sim"} <= set(found)
+    typed = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from duet.apps import sim\n")
+    assert "duet.apps" in [m for _, m in _imports("teleop/x.py", typed)]  # an arrow all the same
+    assert "duet.apps" not in [m for _, m in _imports("teleop/x.py", typed, type_only=False)]
     assert [_layer(m) for m in ("duet.hardware.sim", "duet.config", "duet.apps.hw", "duet_ros.x", "numpy")] == [
         "hardware", "duet", "apps", "duet_ros", ""]
 
 
 def test_mocks_are_chosen_by_the_factory():
     """use_mock_hardware is read in hardware/factory.py, the one camera (and arm) factory:
-    no other library module imports hardware/mock (hardware/cameras has the drivers only);
-    of the applications, `duet hw scan --mock` scans a fake bus."""
+    no other library module imports hardware/mock to run it (hardware/cameras has the drivers
+    only; annotations may name a mock type); of the applications, `duet hw scan --mock` scans
+    a fake bus."""
     users = {path for path, tree in _trees().items() if path.split("/")[0] in ("duet", *CORE_FOLDERS)
              and not path.startswith("hardware/mock/")
-             and any(_layer(m) == "hardware" and m.startswith("duet.hardware.mock") for _, m in _imports(path, tree))}
+             and any(m.startswith("duet.hardware.mock") for _, m in _imports(path, tree, type_only=False))}
     assert users == {"hardware/factory.py", "duet/apps/hw.py"}
     assert _where(_defines("make_camera")) == {"hardware/factory.py"}
