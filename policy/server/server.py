@@ -462,7 +462,10 @@ class PolicyServer:
             return False
         if self.config.mode != "ensemble" and not self._should_trigger(k):
             return False
-        req = InferenceRequest(self._req_id, self._epoch, self.obs.snapshot(), self._t0, self.dt,  # type: ignore[arg-type]
+        t0 = self._t0
+        if t0 is None:  # tick() places the grid (sets _t0) before it submits
+            raise DuetError("policy server: inference submitted before the first tick (a bug in duet)")
+        req = InferenceRequest(self._req_id, self._epoch, self.obs.snapshot(), t0, self.dt,
                                reset_policy=self._reset_policy)
         if not self.worker.submit(req):
             return False
