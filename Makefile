@@ -70,7 +70,7 @@ TYPECHECK_TREE := build/typecheck/duet
 lint: setup
 	@rc=0; \
 	echo "== ruff check ."; $(VENV)/bin/ruff check . || rc=1; \
-	echo "== ruff format --check ."; $(VENV)/bin/ruff format --check . || rc=1; \
+	echo "== ruff format --check ."; $(VENV)/bin/ruff format --check --output-format concise . || rc=1; \
 	$(MAKE) --no-print-directory typecheck || rc=1; \
 	exit $$rc
 
