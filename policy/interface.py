@@ -30,12 +30,28 @@ class ActionChunk:
 
 @runtime_checkable
 class Policy(Protocol):
-    n_obs_steps: int  # observations the policy consumes (1 for ACT, 2 for Diffusion Policy)
-    horizon: int  # actions per predicted chunk
-    n_action_steps: int  # actions to execute from each chunk in receding-horizon mode
-    control_dt: float  # seconds between consecutive actions of a chunk (1/50)
-    camera_names: tuple[str, ...]
-    action_dim: int
+    # Read-only: an attribute or a property satisfies each.
+    @property
+    def n_obs_steps(self) -> int:  # observations the policy consumes (1 for ACT, 2 for Diffusion Policy)
+        ...
+
+    @property
+    def horizon(self) -> int:  # actions per predicted chunk
+        ...
+
+    @property
+    def n_action_steps(self) -> int:  # actions to execute from each chunk in receding-horizon mode
+        ...
+
+    @property
+    def control_dt(self) -> float:  # seconds between consecutive actions of a chunk (1/50)
+        ...
+
+    @property
+    def camera_names(self) -> tuple[str, ...]: ...
+
+    @property
+    def action_dim(self) -> int: ...
 
     def reset(self) -> None:
         """Forget history (observation queue, ensembling buffers) at an episode start."""
