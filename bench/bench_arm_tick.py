@@ -44,8 +44,10 @@ def _arm(name: str, role: str, model_name: str, transport: str, clock):
 
 def _stats(samples: list[float]) -> str:
     a = np.array(samples) * 1e3
-    return (f"p50 {np.percentile(a, 50):6.3f} ms  p99 {np.percentile(a, 99):6.3f} ms  "
-            f"({np.percentile(a, 50) / 20.0 * 100:4.1f} % of a 20 ms tick)")
+    return (
+        f"p50 {np.percentile(a, 50):6.3f} ms  p99 {np.percentile(a, 99):6.3f} ms  "
+        f"({np.percentile(a, 50) / 20.0 * 100:4.1f} % of a 20 ms tick)"
+    )
 
 
 def bench(transport: str, ticks: int) -> None:
@@ -71,8 +73,10 @@ def bench(transport: str, ticks: int) -> None:
             raw_t.append(time.perf_counter() - t0)
         over = (np.median(arm_t) - np.median(raw_t)) * 1e6
         print(f"[{transport:6s}] arm tick  {_stats(arm_t)}")
-        print(f"[{transport:6s}] raw bus   {_stats(raw_t)}   arm overhead {over:6.1f} us/tick "
-              f"(x{np.median(arm_t) / np.median(raw_t):.2f})")
+        print(
+            f"[{transport:6s}] raw bus   {_stats(raw_t)}   arm overhead {over:6.1f} us/tick "
+            f"(x{np.median(arm_t) / np.median(raw_t):.2f})"
+        )
     finally:
         follower.disconnect()
         leader.disconnect()

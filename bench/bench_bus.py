@@ -132,8 +132,10 @@ def run_sdk_baseline(n: int, seconds: float) -> dict[str, np.ndarray]:
 def line(name: str, r: dict[str, np.ndarray], clock: str) -> str:
     tick, fake = r[clock], r[f"fake_{clock}"]
     drv = tick - fake
-    return (f"  {name:<26} tick p50 {np.median(tick):7.1f} p99 {np.percentile(tick, 99):7.1f} | fake p50 "
-            f"{np.median(fake):6.1f} | driver p50 {np.median(drv):6.1f} p99 {np.percentile(drv, 99):7.1f}  (us)")
+    return (
+        f"  {name:<26} tick p50 {np.median(tick):7.1f} p99 {np.percentile(tick, 99):7.1f} | fake p50 "
+        f"{np.median(fake):6.1f} | driver p50 {np.median(drv):6.1f} p99 {np.percentile(drv, 99):7.1f}  (us)"
+    )
 
 
 def main() -> int:
@@ -146,29 +148,39 @@ def main() -> int:
     run_motorbus(n, 0.2)  # warm-up
     r_bus = run_motorbus(n, half)
     r_sdk = run_sdk_baseline(n, half)
-    print(f"== Dynamixel bus tick: sync read {'+'.join(FIELDS)} of {n} servos + sync write of goal positions "
-          f"(in-process fake; {len(r_bus['wall'])} + {len(r_sdk['wall'])} ticks)")
-    for clock, what in (("cpu", "thread CPU time (not counting time the OS gave other processes)"),
-                        ("wall", "wall clock")):
+    print(
+        f"== Dynamixel bus tick: sync read {'+'.join(FIELDS)} of {n} servos + sync write of goal positions "
+        f"(in-process fake; {len(r_bus['wall'])} + {len(r_sdk['wall'])} ticks)"
+    )
+    for clock, what in (
+        ("cpu", "thread CPU time (not counting time the OS gave other processes)"),
+        ("wall", "wall clock"),
+    ):
         print(f" {what}:")
         print(line("MotorBus (duet)", r_bus, clock))
         print(line("plain dynamixel_sdk (base)", r_sdk, clock))
     d_bus = r_bus["cpu"] - r_bus["fake_cpu"]
     d_sdk = r_sdk["cpu"] - r_sdk["fake_cpu"]
     p99 = np.percentile(d_bus, 99)
-    print(f" driver-side CPU overhead MotorBus / plain SDK: p50 {np.median(d_bus) / np.median(d_sdk):.2f}x, "
-          f"p99 {p99 / np.percentile(d_sdk, 99):.2f}x; target driver p99 <= 500 us: "
-          f"{'met' if p99 <= 500 else 'NOT met'} ({p99:.0f} us CPU, "
-          f"{np.percentile(r_bus['wall'] - r_bus['fake_wall'], 99):.0f} us wall)")
+    print(
+        f" driver-side CPU overhead MotorBus / plain SDK: p50 {np.median(d_bus) / np.median(d_sdk):.2f}x, "
+        f"p99 {p99 / np.percentile(d_sdk, 99):.2f}x; target driver p99 <= 500 us: "
+        f"{'met' if p99 <= 500 else 'NOT met'} ({p99:.0f} us CPU, "
+        f"{np.percentile(r_bus['wall'] - r_bus['fake_wall'], 99):.0f} us wall)"
+    )
     tx, rx = sync_read_sizes(n, SPAN[1])
     wr = sync_write_size(n, 4)
-    print(f"== wire time of the same tick (computed: {tx} + {rx} bytes sync read, {wr} bytes sync write, "
-          f"10 bits/byte; excludes USB latency)")
+    print(
+        f"== wire time of the same tick (computed: {tx} + {rx} bytes sync read, {wr} bytes sync write, "
+        f"10 bits/byte; excludes USB latency)"
+    )
     for baud in (1_000_000, 4_000_000):
         wire = wire_time_s(tx + rx + wr, baud)
         for rdt_us, label in ((0.0, "return delay 0"), (500.0, "return delay 500 us (factory default 250)")):
             ms = (wire + n * rdt_us * 1e-6) * 1e3
-            print(f"{baud / 1e6:.0f} Mbaud, {label:<42}: {ms:6.3f} ms per tick ({ms / 20 * 100:5.1f} % of a 50 Hz period)")
+            print(
+                f"{baud / 1e6:.0f} Mbaud, {label:<42}: {ms:6.3f} ms per tick ({ms / 20 * 100:5.1f} % of a 50 Hz period)"
+            )
     return 0
 
 

@@ -28,7 +28,9 @@ def synthetic_frames(n: int, h: int, w: int, seed: int) -> list[np.ndarray]:
     """Textured, moving scenes (JPEG cost close to a real camera's, unlike flat or noise)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = np.stack([128 + 60 * np.sin(xx / 23 + seed), 128 + 60 * np.cos(yy / 17), 128 + 40 * np.sin((xx + yy) / 31)], -1)
+    base = np.stack(
+        [128 + 60 * np.sin(xx / 23 + seed), 128 + 60 * np.cos(yy / 17), 128 + 40 * np.sin((xx + yy) / 31)], -1
+    )
     out = []
     for k in range(n):
         img = base + rng.normal(0, 6, base.shape)
@@ -46,15 +48,20 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=50.0)
     ap.add_argument("--quality", type=int, default=90)
     ap.add_argument("--encoders", type=int, default=2, help="writer JPEG encoder threads")
-    ap.add_argument("--saturate", type=float, default=5.0, help="seconds of data for the writer capacity test")
+    ap.add_argument(
+        "--saturate", type=float, default=5.0, help="seconds of data for the writer capacity test"
+    )
     ap.add_argument("--dir", default=None, help="where to create the store (default: a temp dir)")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
 
     arm_names = ["left_follower", "right_follower", "left_leader", "right_leader"][: a.arms]
-    spec = DatasetSpec(rate_hz=a.rate,
-                       arms=[ArmSpec(n, "leader" if "leader" in n else "follower") for n in arm_names],
-                       cameras=[CameraSpec(f"cam{i}", 640, 480) for i in range(a.cameras)], jpeg_quality=a.quality)
+    spec = DatasetSpec(
+        rate_hz=a.rate,
+        arms=[ArmSpec(n, "leader" if "leader" in n else "follower") for n in arm_names],
+        cameras=[CameraSpec(f"cam{i}", 640, 480) for i in range(a.cameras)],
+        jpeg_quality=a.quality,
+    )
     tmp = tempfile.mkdtemp(prefix="bench_rec_", dir=a.dir)
     path = os.path.join(tmp, "bench.zarr")
     store = EpisodeStore.create(path, spec)
@@ -64,7 +71,9 @@ def main() -> int:
     pacer = Pacer(a.rate, clock)
     n_ticks = int(a.duration * a.rate)
     tick_cost = np.empty(n_ticks)
-    print(f"recording {a.duration:.0f} s: {a.cameras} cameras 640x480 + {a.arms} arms at {a.rate:g} Hz -> {path}")
+    print(
+        f"recording {a.duration:.0f} s: {a.cameras} cameras 640x480 + {a.arms} arms at {a.rate:g} Hz -> {path}"
+    )
     rec.start_episode(task="bench")
     cpu0, wall0 = process_cpu_s(), time.perf_counter()
     pacer.start()
@@ -96,8 +105,11 @@ def main() -> int:
     # no drops allowed) and time until the episode is committed.
     n_sat = int(a.saturate * a.rate)
     fake = FakeClock()
-    rec2 = Recorder(store, clock=fake, config=RecorderConfig(encoder_threads=a.encoders,
-                                                             max_pending_frames=n_sat * a.cameras + 1))
+    rec2 = Recorder(
+        store,
+        clock=fake,
+        config=RecorderConfig(encoder_threads=a.encoders, max_pending_frames=n_sat * a.cameras + 1),
+    )
     rec2.start_episode(task="saturate")
     t0 = time.perf_counter()
     for k in range(n_sat):
@@ -119,18 +131,28 @@ def main() -> int:
     timing = pacer.stats.summary()
     print(f"health: {res.line}")
     print(f"frames dropped:        {dropped} (writer repeats {m.get('writer_dropped', 0)}; target 0)")
-    print(f"recorder CPU share:    {cpu / wall:.2f} cores ({100 * cpu / wall / (os.cpu_count() or 1):.0f}% of "
-          f"{os.cpu_count()} cores), incl. the synthetic sensor loop")
-    print(f"MB per minute:         {disk / 1e6 / (wall_rec / 60):.0f} MB/min on disk ({disk / 1e6:.0f} MB total)")
-    print(f"writer headroom:       {busy_rate / needed:.2f}x ({busy_rate:.0f} frames/s encoded + written when "
-          f"saturated, vs {needed:.0f} needed; target >= 1.5)")
+    print(
+        f"recorder CPU share:    {cpu / wall:.2f} cores ({100 * cpu / wall / (os.cpu_count() or 1):.0f}% of "
+        f"{os.cpu_count()} cores), incl. the synthetic sensor loop"
+    )
+    print(
+        f"MB per minute:         {disk / 1e6 / (wall_rec / 60):.0f} MB/min on disk ({disk / 1e6:.0f} MB total)"
+    )
+    print(
+        f"writer headroom:       {busy_rate / needed:.2f}x ({busy_rate:.0f} frames/s encoded + written when "
+        f"saturated, vs {needed:.0f} needed; target >= 1.5)"
+    )
     print(f"writer thread busy:    {100 * st.write_busy_s / wall:.0f}% of wall during the real-time run")
     fm = m.get("flush_ms", {})
-    print(f"flushes (1/s):         rows max {fm.get('rows_max', 0):.0f} ms, syncfs p50 {fm.get('sync_p50', 0):.0f} ms "
-          f"max {fm.get('sync_max', 0):.0f} ms, wait for images max {fm.get('wait_images_max', 0):.0f} ms")
+    print(
+        f"flushes (1/s):         rows max {fm.get('rows_max', 0):.0f} ms, syncfs p50 {fm.get('sync_p50', 0):.0f} ms "
+        f"max {fm.get('sync_max', 0):.0f} ms, wait for images max {fm.get('wait_images_max', 0):.0f} ms"
+    )
     print(f"commit/drain at stop:  {drain * 1e3:.0f} ms")
-    print(f"tick cost:             p50 {np.percentile(tick_cost, 50) * 1e6:.0f} us, "
-          f"p99 {np.percentile(tick_cost, 99) * 1e6:.0f} us, max {tick_cost.max() * 1e6:.0f} us")
+    print(
+        f"tick cost:             p50 {np.percentile(tick_cost, 50) * 1e6:.0f} us, "
+        f"p99 {np.percentile(tick_cost, 99) * 1e6:.0f} us, max {tick_cost.max() * 1e6:.0f} us"
+    )
     print(f"tick timing:           {timing.line()}")
     if not a.keep:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -19,21 +19,30 @@ from duet.data.store import EpisodeStore, encode_jpeg
 
 
 def build(path: str, episodes: int, steps: int, cams: int) -> EpisodeStore:
-    spec = DatasetSpec(arms=[ArmSpec("left_follower"), ArmSpec("right_follower")],
-                       cameras=[CameraSpec(f"cam{i}", 640, 480) for i in range(cams)])
+    spec = DatasetSpec(
+        arms=[ArmSpec("left_follower"), ArmSpec("right_follower")],
+        cameras=[CameraSpec(f"cam{i}", 640, 480) for i in range(cams)],
+    )
     store = EpisodeStore.create(path, spec)
     yy, xx = np.mgrid[0:480, 0:640].astype(np.float32)
     rng = np.random.default_rng(0)
-    base = np.stack([128 + 60 * np.sin(xx / 23), 128 + 60 * np.cos(yy / 17), 128 + 40 * np.sin((xx + yy) / 31)], -1)
-    pool = [encode_jpeg(np.clip(base + rng.normal(0, 4, base.shape) + 7 * k, 0, 255).astype(np.uint8), 90)
-            for k in range(8)]
+    base = np.stack(
+        [128 + 60 * np.sin(xx / 23), 128 + 60 * np.cos(yy / 17), 128 + 40 * np.sin((xx + yy) / 31)], -1
+    )
+    pool = [
+        encode_jpeg(np.clip(base + rng.normal(0, 4, base.shape) + 7 * k, 0, 255).astype(np.uint8), 90)
+        for k in range(8)
+    ]
     for _ in range(episodes):
         with store.episode({"task": "bench"}) as ep:
-            ep.extend({
-                "left_follower.position": rng.random((steps, 7)), "right_follower.position": rng.random((steps, 7)),
-                "action": rng.random((steps, 14)),
-                **{f"cam{i}.color": [pool[(k + i) % 8] for k in range(steps)] for i in range(cams)},
-            })
+            ep.extend(
+                {
+                    "left_follower.position": rng.random((steps, 7)),
+                    "right_follower.position": rng.random((steps, 7)),
+                    "action": rng.random((steps, 14)),
+                    **{f"cam{i}.color": [pool[(k + i) % 8] for k in range(steps)] for i in range(cams)},
+                }
+            )
     return store
 
 
@@ -73,15 +82,18 @@ def main() -> int:
             return 0
         for workers in (1, 2):
             sub = torch.utils.data.Subset(ds, idx.tolist())
-            dl = torch.utils.data.DataLoader(sub, batch_size=a.batch, num_workers=workers, shuffle=False,
-                                             persistent_workers=False)
+            dl = torch.utils.data.DataLoader(
+                sub, batch_size=a.batch, num_workers=workers, shuffle=False, persistent_workers=False
+            )
             it = iter(dl)
             next(it)  # worker start-up excluded
             t = time.perf_counter()
             got = sum(b["action"].shape[0] for b in it)
             r = got / (time.perf_counter() - t)
-            print(f"DataLoader {workers} worker{'s' if workers > 1 else ' '}: {r:7.1f} samples/s "
-                  f"({r / r0:.2f}x the main process)")
+            print(
+                f"DataLoader {workers} worker{'s' if workers > 1 else ' '}: {r:7.1f} samples/s "
+                f"({r / r0:.2f}x the main process)"
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

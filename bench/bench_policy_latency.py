@@ -27,8 +27,10 @@ STATE_DIM = 14
 
 
 def _stats(d: int) -> dict:
-    return {"observation.state": {"mean": np.zeros(d), "std": np.ones(d)},
-            "action": {"mean": np.zeros(d), "std": np.ones(d)}}
+    return {
+        "observation.state": {"mean": np.zeros(d), "std": np.ones(d)},
+        "action": {"mean": np.zeros(d), "std": np.ones(d)},
+    }
 
 
 def _obs(cams: list[str], hw: tuple[int, int], n_obs: int, rng: np.random.Generator) -> dict:
@@ -64,8 +66,10 @@ def _bench(label: str, name: str, overrides: list[str], cams: list[str], hw, arg
         ms = _time(policy, obs, args.iters, args.warmup, device)
         res[mode] = statistics.median(ms)
     ratio = res["fp32"] / res["bf16+cl"]
-    print(f"{label:<44} fp32 {res['fp32']:8.1f} ms   bf16+cl {res['bf16+cl']:8.1f} ms   speed-up x{ratio:4.2f}",
-          flush=True)
+    print(
+        f"{label:<44} fp32 {res['fp32']:8.1f} ms   bf16+cl {res['bf16+cl']:8.1f} ms   speed-up x{ratio:4.2f}",
+        flush=True,
+    )
     del policy
 
 
@@ -76,27 +80,56 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1, help="untimed calls first")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     ap.add_argument("--only", choices=["act", "diffusion"], help="run one policy only")
-    ap.add_argument("--full", action="store_true", help="also ACT with 7 decoder layers (the paper's nominal size)")
+    ap.add_argument(
+        "--full", action="store_true", help="also ACT with 7 decoder layers (the paper's nominal size)"
+    )
     args = ap.parse_args()
     import os
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = resolve_device(args.device)
     rng = np.random.default_rng(0)
-    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"median of {args.iters} after {args.warmup} warm-up")
+    print(
+        f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"median of {args.iters} after {args.warmup} warm-up"
+    )
     cams4 = ["cam_high", "cam_low", "cam_left_wrist", "cam_right_wrist"]
     if args.only in (None, "act"):
         for hw in ((480, 640), (240, 320)):
             for n in (2, 4):
-                _bench(f"ACT paper (1 dec layer) {n} cams {hw[0]}x{hw[1]}", "act", [], cams4[:n], hw, args, device, rng)
+                _bench(
+                    f"ACT paper (1 dec layer) {n} cams {hw[0]}x{hw[1]}",
+                    "act",
+                    [],
+                    cams4[:n],
+                    hw,
+                    args,
+                    device,
+                    rng,
+                )
         if args.full:
-            _bench("ACT paper (7 dec layers) 2 cams 480x640", "act", ["n_decoder_layers=7"], cams4[:2], (480, 640),
-                   args, device, rng)
+            _bench(
+                "ACT paper (7 dec layers) 2 cams 480x640",
+                "act",
+                ["n_decoder_layers=7"],
+                cams4[:2],
+                (480, 640),
+                args,
+                device,
+                rng,
+            )
     if args.only in (None, "diffusion"):
         for steps in (3, 10, 16):
-            _bench(f"Diffusion (U-Net 512-2048) 2 cams 240x320, {steps} DDIM", "diffusion",
-                   [f"num_inference_steps={steps}"], cams4[:2], (240, 320), args, device, rng)
+            _bench(
+                f"Diffusion (U-Net 512-2048) 2 cams 240x320, {steps} DDIM",
+                "diffusion",
+                [f"num_inference_steps={steps}"],
+                cams4[:2],
+                (240, 320),
+                args,
+                device,
+                rng,
+            )
 
 
 if __name__ == "__main__":

@@ -29,11 +29,20 @@ STATE_DIM = 14
 
 def _dataset(cfg, name, cams, hw):
     horizon = cfg.chunk_size if name == "act" else cfg.horizon
-    return SyntheticEpisodes(n_episodes=2, episode_len=max(64, horizon + 4), n_obs_steps=cfg.n_obs_steps,
-                             horizon=horizon, state_dim=STATE_DIM, camera_names=cams, image_hw=hw)
+    return SyntheticEpisodes(
+        n_episodes=2,
+        episode_len=max(64, horizon + 4),
+        n_obs_steps=cfg.n_obs_steps,
+        horizon=horizon,
+        state_dim=STATE_DIM,
+        camera_names=cams,
+        image_hw=hw,
+    )
 
 
-def bench_step(name: str, preset: str, cams: list[str], hw, batch: int, steps: int, device, bf16: bool) -> float:
+def bench_step(
+    name: str, preset: str, cams: list[str], hw, batch: int, steps: int, device, bf16: bool
+) -> float:
     base = {"camera_names": cams, "state_dim": STATE_DIM, "action_dim": STATE_DIM, "batch_size": batch}
     cfg = make_config(name, preset, base=base)
     ds = _dataset(cfg, name, cams, hw)
@@ -71,7 +80,9 @@ def bench_e2e(name: str, cams, hw, batch: int, steps: int, device) -> float:
     base = {"camera_names": cams, "state_dim": STATE_DIM, "action_dim": STATE_DIM, "batch_size": batch}
     cfg = make_config(name, "tiny", base=base)
     ds = _dataset(cfg, name, cams, hw)
-    tc = TrainConfig(steps=steps, num_workers=2, val_every=10**9, save_every=10**9, device=str(device), compile="off")
+    tc = TrainConfig(
+        steps=steps, num_workers=2, val_every=10**9, save_every=10**9, device=str(device), compile="off"
+    )
     with tempfile.TemporaryDirectory() as d:
         res = train(name, cfg, tc, ds, None, compute_stats(ds, max_items=64), d, progress=False)
     return res.samples_per_s
@@ -87,8 +98,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = resolve_device(args.device)
-    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
-          f"{args.steps} timed steps")
+    print(
+        f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
+        f"{args.steps} timed steps"
+    )
     cams = ["cam_high", "cam_left_wrist"]
     runs = [("act", "tiny", (96, 128)), ("diffusion", "tiny", (96, 128))]
     if device.type == "cuda":

@@ -45,8 +45,10 @@ def make_act(device: str, bf16: bool, channels_last: bool, image_size: list[int]
     if image_size:
         base["image_size"] = image_size
     cfg = make_config("act", "paper", base=base)
-    stats = {k: {"mean": home.astype(np.float32), "std": np.full(14, 0.05, np.float32)}
-             for k in ("observation.state", "action")}
+    stats = {
+        k: {"mean": home.astype(np.float32), "std": np.full(14, 0.05, np.float32)}
+        for k in ("observation.state", "action")
+    }
     torch.manual_seed(0)
     return for_inference(make_policy("act", cfg, stats), device, bf16=bf16, channels_last=channels_last)
 
@@ -121,25 +123,47 @@ def report(title: str, period, st) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=float, default=60.0, help="seconds measured with ACT (issue: 600)")
-    p.add_argument("--baseline", type=float, default=5.0, help="seconds of the no-inference baseline (0: skip)")
+    p.add_argument(
+        "--baseline", type=float, default=5.0, help="seconds of the no-inference baseline (0: skip)"
+    )
     p.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring (model warm-up)")
     p.add_argument("--mode", choices=("async", "ensemble", "receding"), default="async")
     p.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
-    p.add_argument("--torch-threads", type=int, default=1,
-                   help="torch intra-op threads (0: torch default); 1 leaves a core to the loop on 2 cores")
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (0: torch default); 1 leaves a core to the loop on 2 cores",
+    )
     p.add_argument("--fp32", action="store_true", help="no bf16 autocast (slower on CPU)")
     p.add_argument("--no-channels-last", action="store_true")
-    p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
-                   help="resize camera images before the backbone (default: 480x640 as captured)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="resize camera images before the backbone (default: 480x640 as captured)",
+    )
     p.add_argument("--n-action-steps", type=int, default=0, help="execution window (0: the policy's, 100)")
     p.add_argument("--margin", type=int, default=5, help="trigger margin, ticks")
     p.add_argument("--blend", type=int, default=5, help="cross-fade ticks at chunk boundaries")
-    p.add_argument("--rt-priority", type=int, default=50,
-                   help="run the 50 Hz loop thread under SCHED_FIFO at this priority (needs root; 0: off)")
-    p.add_argument("--worker-rt-priority", type=int, default=10,
-                   help="SCHED_FIFO priority of the inference worker, below the loop's (0: SCHED_OTHER + --nice)")
+    p.add_argument(
+        "--rt-priority",
+        type=int,
+        default=50,
+        help="run the 50 Hz loop thread under SCHED_FIFO at this priority (needs root; 0: off)",
+    )
+    p.add_argument(
+        "--worker-rt-priority",
+        type=int,
+        default=10,
+        help="SCHED_FIFO priority of the inference worker, below the loop's (0: SCHED_OTHER + --nice)",
+    )
     p.add_argument("--nice", type=int, default=10, help="niceness added to the inference worker thread")
-    p.add_argument("--gil-interval", type=float, default=0.0005, help="sys.setswitchinterval while serving (0: leave)")
+    p.add_argument(
+        "--gil-interval", type=float, default=0.0005, help="sys.setswitchinterval while serving (0: leave)"
+    )
     args = p.parse_args(argv)
 
     model = load_arm_model("vx300s")
@@ -155,24 +179,41 @@ def main(argv=None) -> int:
         print(f"loop thread SCHED_FIFO {rt}: {why or 'on'}")
         rt = 0 if why else rt
 
-    common = dict(trigger_margin_ticks=args.margin, blend_ticks=args.blend, n_action_steps=args.n_action_steps,
-                  torch_threads=args.torch_threads, gil_switch_interval_s=args.gil_interval, worker_nice=args.nice,
-                  worker_rt_priority=args.worker_rt_priority if rt > 0 else 0,
-                  max_camera_age_s=0.1, inference_timeout_s=5.0, rate_hz=RATE)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads available; device {args.device}; "
-          f"mode {args.mode}; bf16 {not args.fp32}; "
-          f"torch threads {args.torch_threads or 'default'}; worker "
-          f"{f'SCHED_FIFO {args.worker_rt_priority}' if rt > 0 else f'nice +{args.nice}'}")
+    common = dict(
+        trigger_margin_ticks=args.margin,
+        blend_ticks=args.blend,
+        n_action_steps=args.n_action_steps,
+        torch_threads=args.torch_threads,
+        gil_switch_interval_s=args.gil_interval,
+        worker_nice=args.nice,
+        worker_rt_priority=args.worker_rt_priority if rt > 0 else 0,
+        max_camera_age_s=0.1,
+        inference_timeout_s=5.0,
+        rate_hz=RATE,
+    )
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads available; device {args.device}; "
+        f"mode {args.mode}; bf16 {not args.fp32}; "
+        f"torch threads {args.torch_threads or 'default'}; worker "
+        f"{f'SCHED_FIFO {args.worker_rt_priority}' if rt > 0 else f'nice +{args.nice}'}"
+    )
     base = None
     if args.baseline > 0:
         base = run(FreePolicy(), ServerConfig(mode=args.mode, **common), limits, home, args.baseline, 1.0)
         report(f"baseline: {args.mode} loop, inference free ({args.baseline:.0f} s)", *base)
     t = time.monotonic()
-    policy = make_act(args.device, bf16=not args.fp32, channels_last=not args.no_channels_last,
-                      image_size=args.image_size, home=home)
+    policy = make_act(
+        args.device,
+        bf16=not args.fp32,
+        channels_last=not args.no_channels_last,
+        image_size=args.image_size,
+        home=home,
+    )
     n_par = sum(p.numel() for p in policy.parameters()) / 1e6
-    print(f"ACT built in {time.monotonic() - t:.1f} s: {n_par:.1f} M parameters, chunk {policy.horizon}, "
-          f"images {args.image_size or [480, 640]}")
+    print(
+        f"ACT built in {time.monotonic() - t:.1f} s: {n_par:.1f} M parameters, chunk {policy.horizon}, "
+        f"images {args.image_size or [480, 640]}"
+    )
     period, st = run(policy, ServerConfig(mode=args.mode, **common), limits, home, args.duration, args.warmup)
     report(f"ACT paper-size: {args.mode}, {args.device} ({args.duration:.0f} s)", period, st)
     if base is not None and base[0].p99_error_ms > 0:

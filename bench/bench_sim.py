@@ -55,8 +55,10 @@ def success_rate(task: str, seeds: int) -> str:
     done = sum(not r.flagged for r in res)
     wall = sum(r.wall_s for r in res) / max(n, 1)
     worst = [r.max_stage for r in res if not r.success]
-    return (f"scripted {task:13s}: success {ok}/{n} ({100 * ok / max(n, 1):.0f}%), unflagged (done at the end) "
-            f"{done}/{n}, failures' max stage {worst or '-'}, {wall:.2f} s wall per episode incl. planning")
+    return (
+        f"scripted {task:13s}: success {ok}/{n} ({100 * ok / max(n, 1):.0f}%), unflagged (done at the end) "
+        f"{done}/{n}, failures' max stage {worst or '-'}, {wall:.2f} s wall per episode incl. planning"
+    )
 
 
 def main() -> None:
@@ -64,7 +66,9 @@ def main() -> None:
     ap.add_argument("--ticks", type=int, default=400, help="ticks for the physics-only figure")
     ap.add_argument("--render-ticks", type=int, default=40, help="ticks for each rendering figure")
     ap.add_argument("--seeds", type=int, default=5, help="scripted episodes per task")
-    ap.add_argument("--big", action="store_true", help="also 3 cameras at 480x640 and full quality at 480x640")
+    ap.add_argument(
+        "--big", action="store_true", help="also 3 cameras at 480x640 and full quality at 480x640"
+    )
     a = ap.parse_args()
 
     from duet.hardware.sim.cameras import gl_backend
@@ -77,8 +81,10 @@ def main() -> None:
         configs += [(3, 480, 640, "fast"), (1, 480, 640, "full")]
     for n, h, w, q in configs:
         tps = ticks_per_s(CAMS3[:n], w, h, a.render_ticks, q)
-        print(f"lockstep, {n} camera(s) {h}x{w} {q:4s}: {tps:8.1f} ticks/s ({1e3 / tps:7.2f} ms/tick, "
-              f"x{base / tps:.0f} physics-only time)")
+        print(
+            f"lockstep, {n} camera(s) {h}x{w} {q:4s}: {tps:8.1f} ticks/s ({1e3 / tps:7.2f} ms/tick, "
+            f"x{base / tps:.0f} physics-only time)"
+        )
     for task in ("transfer_cube", "insertion"):
         print(success_rate(task, a.seeds))
 

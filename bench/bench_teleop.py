@@ -39,7 +39,9 @@ def _args():
     p.add_argument("--warmup", type=float, default=5.0, help="seconds of mirroring before measuring")
     p.add_argument("--cameras", type=int, default=4, help="mock cameras (0..4)")
     p.add_argument("--fps", type=float, default=50.0, help="camera fps")
-    p.add_argument("--realtime", type=int, default=0, help="SCHED_FIFO priority for the arm and teleop loops (0: off)")
+    p.add_argument(
+        "--realtime", type=int, default=0, help="SCHED_FIFO priority for the arm and teleop loops (0: off)"
+    )
     p.add_argument("--domain", type=int, default=100 + os.getpid() % 100, help="ROS_DOMAIN_ID")
     p.add_argument("--log-dir", type=Path, default=None, help="node logs (default: a temp dir)")
     return p.parse_args()
@@ -72,15 +74,31 @@ def main() -> int:
     cams = CAMS[: args.cameras]
     skip = [c for c in CAMS if c not in cams]
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="bench-teleop-"))
-    cmd = [sys.executable, "-m", "duet.cli", "up", "teleop", "--mock", "--log-dir", str(log_dir),
-           "--set", f"*:fps={args.fps}", "--set", "teleop:teleop.start_on_launch=true",
-           "--set", "teleop:teleop.gesture.enabled=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "duet.cli",
+        "up",
+        "teleop",
+        "--mock",
+        "--log-dir",
+        str(log_dir),
+        "--set",
+        f"*:fps={args.fps}",
+        "--set",
+        "teleop:teleop.start_on_launch=true",
+        "--set",
+        "teleop:teleop.gesture.enabled=false",
+    ]
     if skip:
         cmd += ["--skip", ",".join(skip)]
     if args.realtime:
         cmd += ["--set", f"*:realtime_priority={args.realtime}"]
-    print(f"graph: 4 mock arms, {len(cams)} mock cameras 640x480 JPEG @ {args.fps:g} fps, teleop 50 Hz; "
-          f"{args.duration:g} s measured (logs: {log_dir})", flush=True)
+    print(
+        f"graph: 4 mock arms, {len(cams)} mock cameras 640x480 JPEG @ {args.fps:g} fps, teleop 50 Hz; "
+        f"{args.duration:g} s measured (logs: {log_dir})",
+        flush=True,
+    )
     up = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
     rclpy.init()
@@ -102,6 +120,7 @@ def main() -> int:
         def cb(msg):
             if measuring.is_set():
                 images[name] += 1
+
         return cb
 
     def on_diag(msg):
@@ -113,7 +132,9 @@ def main() -> int:
     for f in ("left_follower", "right_follower"):
         node.create_subscription(JointState, f"/{f}/command", on_cmd, rel)
     for c in cams:
-        node.create_subscription(CompressedImage, f"/{c}/image/compressed", on_img(c), qos_profile_sensor_data)
+        node.create_subscription(
+            CompressedImage, f"/{c}/image/compressed", on_img(c), qos_profile_sensor_data
+        )
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, rel)
     node.create_subscription(String, "/teleop/state", lambda m: state.__setitem__("v", m.data), LATCHED)
     reset = node.create_client(Trigger, "/teleop/reset_stats")
@@ -186,32 +207,48 @@ def main() -> int:
 
     t = d.get("duet/teleop", {})
     f = lambda k: float(t.get(k, "nan"))  # noqa: E731
-    print(f"\n== teleop loop (Pacer thread in the teleop node, scheduling: {t.get('scheduling', '?')}), since reset")
-    print(f"mean rate {f('run.rate_hz'):.3f} Hz over {int(f('run.ticks'))} ticks; period error p50 "
-          f"{f('run.period_error_p50_ms'):.3f} ms, p99 {f('run.period_error_p99_ms'):.3f} ms, max "
-          f"{f('run.period_error_max_ms'):.3f} ms; overruns {t.get('overruns_total', '?')} (since start)")
-    print(f"targets: 50.0 Hz mean -> {'met' if abs(f('run.rate_hz') - 50) < 0.05 else 'MISSED'}; "
-          f"p99 <= 1 ms -> {'met' if f('run.period_error_p99_ms') <= 1.0 else 'MISSED'}")
+    print(
+        f"\n== teleop loop (Pacer thread in the teleop node, scheduling: {t.get('scheduling', '?')}), since reset"
+    )
+    print(
+        f"mean rate {f('run.rate_hz'):.3f} Hz over {int(f('run.ticks'))} ticks; period error p50 "
+        f"{f('run.period_error_p50_ms'):.3f} ms, p99 {f('run.period_error_p99_ms'):.3f} ms, max "
+        f"{f('run.period_error_max_ms'):.3f} ms; overruns {t.get('overruns_total', '?')} (since start)"
+    )
+    print(
+        f"targets: 50.0 Hz mean -> {'met' if abs(f('run.rate_hz') - 50) < 0.05 else 'MISSED'}; "
+        f"p99 <= 1 ms -> {'met' if f('run.period_error_p99_ms') <= 1.0 else 'MISSED'}"
+    )
     print("\n== leader sample -> follower command latency")
-    print(f"in the teleop node (capture stamp -> publish): p50 {f('run.latency_ms_p50'):.2f} ms, "
-          f"p99 {f('run.latency_ms_p99'):.2f} ms")
+    print(
+        f"in the teleop node (capture stamp -> publish): p50 {f('run.latency_ms_p50'):.2f} ms, "
+        f"p99 {f('run.latency_ms_p99'):.2f} ms"
+    )
     if len(lat):
-        print(f"end to end (capture stamp -> command arrives at a subscriber, n={len(lat)}): "
-              f"p50 {np.percentile(lat, 50):.2f} ms, p99 {np.percentile(lat, 99):.2f} ms, max {lat.max():.2f} ms")
+        print(
+            f"end to end (capture stamp -> command arrives at a subscriber, n={len(lat)}): "
+            f"p50 {np.percentile(lat, 50):.2f} ms, p99 {np.percentile(lat, 99):.2f} ms, max {lat.max():.2f} ms"
+        )
     print("\n== other nodes (last 1 s diagnostics window)")
     for a in ARMS:
         v = d.get(f"duet/arm/{a}", {})
-        print(f"{a:16s} rate {float(v.get('rate_hz', 'nan')):6.2f} Hz  p99 err {float(v.get('period_error_p99_ms', 'nan')):6.3f} ms"
-              f"  applied {v.get('commands_applied', '-'):>6s}  stale-dropped {v.get('commands_dropped_stale', '-')}")
+        print(
+            f"{a:16s} rate {float(v.get('rate_hz', 'nan')):6.2f} Hz  p99 err {float(v.get('period_error_p99_ms', 'nan')):6.3f} ms"
+            f"  applied {v.get('commands_applied', '-'):>6s}  stale-dropped {v.get('commands_dropped_stale', '-')}"
+        )
     for c in cams:
         v = d.get(f"duet/camera/{c}", {})
-        print(f"{c:16s} published {images[c] / elapsed:6.2f} fps received here; node reports "
-              f"{float(v.get('published_fps', 'nan')):6.2f} fps, publish p50 {float(v.get('publish_ms_p50', 'nan')):.2f} ms")
+        print(
+            f"{c:16s} published {images[c] / elapsed:6.2f} fps received here; node reports "
+            f"{float(v.get('published_fps', 'nan')):6.2f} fps, publish p50 {float(v.get('publish_ms_p50', 'nan')):.2f} ms"
+        )
     print("\n== CPU per process (% of one core, measured window)")
     for n, c in sorted(cpu.items(), key=lambda x: -x[1]):
         print(f"{n:16s} {c:6.1f} %")
-    print(f"total            {sum(cpu.values()):6.1f} %  (machine: {psutil.cpu_count()} cores, "
-          f"load average {os.getloadavg()[0]:.2f})")
+    print(
+        f"total            {sum(cpu.values()):6.1f} %  (machine: {psutil.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.2f})"
+    )
     print("\n== baseline in this process (same time, same load): 50 Hz rclpy timer vs Pacer thread")
     ts, ps = timer_stats.summary(), pacer_stats.summary()
     print(f"rclpy timer  : {ts.line()}")

@@ -82,7 +82,8 @@ class DatasetSpec:
     rate_hz: float = field(50.0, help="recording (tick) rate, Hz")
     arms: list[ArmSpec] = field(factory=list, help="recorded arms (leaders and followers)")
     followers: list[str] = field(
-        factory=list, help="follower arms in rig pair order (defines action/state order); default: all followers"
+        factory=list,
+        help="follower arms in rig pair order (defines action/state order); default: all followers",
     )
     cameras: list[CameraSpec] = field(factory=list, help="recorded cameras")
     image_codec: Literal["jpeg", "lossless"] = field("jpeg", help="jpeg (default) or lossless (zstd)")

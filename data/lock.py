@@ -52,9 +52,12 @@ class LockUnsupported(Exception):
 def holder_info() -> dict[str, Any]:
     """Who we are: host, pid, since (UTC), command."""
     cmd = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv)) or "python"
-    return {"host": socket.gethostname(), "pid": os.getpid(),
-            "since": utc_now_iso(),
-            "command": " ".join(cmd.split())[:160]}
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "since": utc_now_iso(),
+        "command": " ".join(cmd.split())[:160],
+    }
 
 
 def pid_alive(pid: int) -> bool:

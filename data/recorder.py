@@ -50,7 +50,9 @@ log = logging.getLogger("duet.data.recorder")
 
 @dataclass
 class RecorderConfig:
-    max_pending_frames: int = field(400, help="images that may wait for the writer (~2 s of 4 cameras at 50 Hz)")
+    max_pending_frames: int = field(
+        400, help="images that may wait for the writer (~2 s of 4 cameras at 50 Hz)"
+    )
     encoder_threads: int = field(2, help="JPEG encoder threads used by the writer")
     commit_timeout_s: float = field(60.0, help="how long stop_episode waits for the writer to drain")
 
@@ -121,8 +123,14 @@ class RecorderStats:
 class Recorder:
     """Samples sensors on tick(now); a writer thread encodes and writes."""
 
-    def __init__(self, store: EpisodeStore, clock: Clock | None = None, config: RecorderConfig | None = None,
-                 rig: Any = None, calibration_hash: str = ""):
+    def __init__(
+        self,
+        store: EpisodeStore,
+        clock: Clock | None = None,
+        config: RecorderConfig | None = None,
+        rig: Any = None,
+        calibration_hash: str = "",
+    ):
         store._require_writable()  # the writer lock is held from here to close()
         self.store = store
         self.spec = store.spec
@@ -154,7 +162,9 @@ class Recorder:
 
     def update_command(self, follower: str, command: np.ndarray, stamp: float) -> None:
         if follower not in self._commands:
-            raise ConfigError(f"recorder: {follower!r} is not a recorded follower ({', '.join(self._commands)})")
+            raise ConfigError(
+                f"recorder: {follower!r} is not a recorded follower ({', '.join(self._commands)})"
+            )
         self._commands[follower] = (np.asarray(command, dtype=np.float32), float(stamp))
 
     def update_frame(self, camera: str, frame: Frame | None) -> None:
@@ -250,8 +260,9 @@ class Recorder:
         self.stats.ticks += 1
         self._q.put(_Step(row, frames))
 
-    def stop_episode(self, discard: bool = False, timeout: float | None = None,
-                     meta: dict[str, Any] | None = None) -> EpisodeResult:
+    def stop_episode(
+        self, discard: bool = False, timeout: float | None = None, meta: dict[str, Any] | None = None
+    ) -> EpisodeResult:
         """End the episode: wait for the writer to drain, then commit (or discard).
         meta: more metadata known only at the end (an outcome, a seed), merged into the
         episode's (the health summary wins on a clash).
@@ -263,8 +274,10 @@ class Recorder:
         reply = _EndReply(threading.Event())
         self._q.put(_End(discard, dict(self._episode_dropped), dict(meta or {}), reply))
         if not reply.done.wait(self.config.commit_timeout_s if timeout is None else timeout):
-            raise StoreError(f"recorder: the writer did not finish within {self.config.commit_timeout_s:.0f} s "
-                             "(disk too slow?); the episode stays recoverable with `duet data recover`")
+            raise StoreError(
+                f"recorder: the writer did not finish within {self.config.commit_timeout_s:.0f} s "
+                "(disk too slow?); the episode stays recoverable with `duet data recover`"
+            )
         if reply.error is not None:
             raise reply.error
         res = reply.result
@@ -309,8 +322,15 @@ class Recorder:
             self._error = e
             log.error("recorder writer: %s", e)
 
-    def _write_step(self, ep: EpisodeWriter, row: dict[str, Any], frames: dict[str, Any],
-                    last_src: dict[str, Any], last_key: dict[str, tuple], jobs: list[Future]) -> None:
+    def _write_step(
+        self,
+        ep: EpisodeWriter,
+        row: dict[str, Any],
+        frames: dict[str, Any],
+        last_src: dict[str, Any],
+        last_key: dict[str, tuple],
+        jobs: list[Future],
+    ) -> None:
         """Queue the step's image encodes and writes on the pool; append its row."""
         jpeg = self.spec.image_codec == "jpeg"
         q = self.spec.jpeg_quality
@@ -328,13 +348,24 @@ class Recorder:
         if len(jobs) > 4 * len(self.spec.cameras) * 50:
             jobs[:] = [j for j in jobs if not j.done() or j.exception() is not None]
 
-    def _queue_images(self, ep: EpisodeWriter, t: int, frames: dict[str, Any], last_src: dict[str, Any],
-                      last_key: dict[str, tuple], jobs: list[Future], jpeg: bool, q: int) -> int:
+    def _queue_images(
+        self,
+        ep: EpisodeWriter,
+        t: int,
+        frames: dict[str, Any],
+        last_src: dict[str, Any],
+        last_key: dict[str, tuple],
+        jobs: list[Future],
+        jpeg: bool,
+        q: int,
+    ) -> int:
         handed = 0
         for c in self.spec.cameras:
             fr = frames[c.name]
             key = f"{c.name}.color"
-            new = fr is not None and fr is not _REPEAT and last_key.get(c.name) != (id(fr), fr.index, fr.stamp)
+            new = (
+                fr is not None and fr is not _REPEAT and last_key.get(c.name) != (id(fr), fr.index, fr.stamp)
+            )
             if new:
                 last_key[c.name] = (id(fr), fr.index, fr.stamp)
                 if jpeg and fr.jpeg is not None:
@@ -406,8 +437,14 @@ class Recorder:
             self._fail(e)
             return None
 
-    def _write_or_skip_step(self, ep: EpisodeWriter | None, step: _Step, last_src: dict[str, Any],
-                            last_key: dict[str, tuple], jobs: list[Future]) -> EpisodeWriter | None:
+    def _write_or_skip_step(
+        self,
+        ep: EpisodeWriter | None,
+        step: _Step,
+        last_src: dict[str, Any],
+        last_key: dict[str, tuple],
+        jobs: list[Future],
+    ) -> EpisodeWriter | None:
         """Write one tick, or only release its frames once the episode has failed. A write
         error discards the episode (None returned) and is kept for stop_episode."""
         if ep is None or self._error is not None:

@@ -31,10 +31,16 @@ from duet.data.store import EpisodeStore, StoreError
 
 
 class EpisodeSampler:
-    def __init__(self, store_or_path: EpisodeStore | str | os.PathLike, n_obs_steps: int, horizon: int,
-                 camera_names: Sequence[str] | None = None, episodes: Sequence[int] | None = None,
-                 image_transform: Callable[[np.ndarray], np.ndarray] | None = None,
-                 storage_options: dict | None = None):
+    def __init__(
+        self,
+        store_or_path: EpisodeStore | str | os.PathLike,
+        n_obs_steps: int,
+        horizon: int,
+        camera_names: Sequence[str] | None = None,
+        episodes: Sequence[int] | None = None,
+        image_transform: Callable[[np.ndarray], np.ndarray] | None = None,
+        storage_options: dict | None = None,
+    ):
         """image_transform, if given, gets each camera's (n_obs, H, W, 3) uint8 window and
         returns the array to put in the sample (e.g. resized or augmented)."""
         if n_obs_steps < 1 or horizon < 1:
@@ -67,7 +73,9 @@ class EpisodeSampler:
         off = 0
         for i in self.episodes:
             sl = store.episode_slice(i)
-            states.append(np.concatenate([np.asarray(store.read(k, sl), np.float32) for k in state_keys], axis=1))
+            states.append(
+                np.concatenate([np.asarray(store.read(k, sl), np.float32) for k in state_keys], axis=1)
+            )
             actions.append(np.asarray(store.read("action", sl), np.float32))
             starts.append(off)
             lengths.append(sl.stop - sl.start)
@@ -139,9 +147,13 @@ class EpisodeSampler:
         return out
 
 
-def compute_stats(store: EpisodeStore | str, keys: Sequence[str] = (STATE, ACTION),
-                  episodes: Sequence[int] | None = None, max_image_frames: int = 200,
-                  seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+def compute_stats(
+    store: EpisodeStore | str,
+    keys: Sequence[str] = (STATE, ACTION),
+    episodes: Sequence[int] | None = None,
+    max_image_frames: int = 200,
+    seed: int = 0,
+) -> dict[str, dict[str, np.ndarray]]:
     """mean / std / min / max per key over the selected episodes (for the normalizer).
 
     Keys: "observation.state", "action", any data key (e.g. "left_follower.velocity"), or
@@ -157,7 +169,7 @@ def compute_stats(store: EpisodeStore | str, keys: Sequence[str] = (STATE, ACTIO
     out: dict[str, dict[str, np.ndarray]] = {}
     for key in keys:
         if key.startswith(IMAGE_PREFIX):
-            cam = key[len(IMAGE_PREFIX):]
+            cam = key[len(IMAGE_PREFIX) :]
             spec.camera(cam)
             steps = np.concatenate([np.arange(s.start, s.stop) for s in slices])
             rng = np.random.default_rng(seed)
@@ -176,11 +188,17 @@ def compute_stats(store: EpisodeStore | str, keys: Sequence[str] = (STATE, ACTIO
         elif key in spec.lowdim_arrays():
             parts = [key]
         else:
-            raise StoreError(f"compute_stats: unknown key {key!r} (use observation.state, action, "
-                             f"observation.images.<cam> or a data key)")
+            raise StoreError(
+                f"compute_stats: unknown key {key!r} (use observation.state, action, "
+                f"observation.images.<cam> or a data key)"
+            )
         x = np.concatenate(
-            [np.concatenate([np.asarray(store.read(p, s), np.float64).reshape(s.stop - s.start, -1) for p in parts], 1)
-             for s in slices]
+            [
+                np.concatenate(
+                    [np.asarray(store.read(p, s), np.float64).reshape(s.stop - s.start, -1) for p in parts], 1
+                )
+                for s in slices
+            ]
         )
         out[key] = {
             "mean": x.mean(0).astype(np.float32),

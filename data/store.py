@@ -234,9 +234,13 @@ def _open_zarr_store(path_or_url: str | os.PathLike, mode: str, storage_options:
         s = s[len("file://") :]
     if "://" in s:
         try:
-            return zarr.storage.FsspecStore.from_url(s, storage_options=storage_options, read_only=read_only), s
+            return zarr.storage.FsspecStore.from_url(
+                s, storage_options=storage_options, read_only=read_only
+            ), s
         except (ImportError, ValueError, TypeError) as e:
-            raise StoreError(f"{s}: cannot open this URL with fsspec ({e}); check the protocol and credentials") from None
+            raise StoreError(
+                f"{s}: cannot open this URL with fsspec ({e}); check the protocol and credentials"
+            ) from None
     p = Path(s).expanduser()
     if read_only and not p.exists():
         raise StoreError(f"{p}: no such store (check the path, or create one by recording an episode)")
@@ -267,12 +271,16 @@ def _group_json(attrs: dict[str, Any]) -> bytes:
 def _held_message(loc: str, h: dict[str, Any]) -> str:
     """The one-line refusal a second writer gets."""
     if h.get("host") == socket.gethostname() and h.get("pid") == os.getpid():
-        return (f"{loc}: this process already holds the store open for writing (an EpisodeStore created or "
-                "opened with mode 'a' and not closed); close() it first")
+        return (
+            f"{loc}: this process already holds the store open for writing (an EpisodeStore created or "
+            "opened with mode 'a' and not closed); close() it first"
+        )
     who = describe_holder(h)
     if h.get("host") == socket.gethostname() and not pid_alive(h.get("pid", -1)):
-        return (f"{loc}: the writer lock is held by a process started by {who}, which has ended: "
-                "a child process it forked keeps the lock; end that process")
+        return (
+            f"{loc}: the writer lock is held by a process started by {who}, which has ended: "
+            "a child process it forked keeps the lock; end that process"
+        )
     return f"{loc}: another writer holds this store: {who}; stop it or wait for it to finish (readers need no lock)"
 
 
@@ -288,8 +296,10 @@ def _take_lock(zstore: Any, loc: str) -> WriterLock:
     except LockUnsupported as e:
         raise StoreError(f"{loc}: {e}; record to a local disk") from None
     except OSError as e:
-        raise StoreError(f"{loc}: cannot create the writer lock {LOCK_NAME} ({e.strerror}); check the "
-                         "directory's permissions") from None
+        raise StoreError(
+            f"{loc}: cannot create the writer lock {LOCK_NAME} ({e.strerror}); check the "
+            "directory's permissions"
+        ) from None
 
 
 def _root_fix(raw: _Raw, loc: str) -> str:
@@ -297,8 +307,10 @@ def _root_fix(raw: _Raw, loc: str) -> str:
     meta = _json_or_none(raw.get("meta/zarr.json"))
     if isinstance(meta, dict) and isinstance(meta.get("attributes", {}).get("layout"), dict):
         return f"run `duet data recover {loc}`: it rebuilds this file from the layout copy in meta/zarr.json"
-    return (f"restore {loc}/zarr.json from a copy of the store (e.g. the one `duet data push` made): it holds the "
-            "layout and this store keeps no second copy; the data arrays are intact")
+    return (
+        f"restore {loc}/zarr.json from a copy of the store (e.g. the one `duet data push` made): it holds the "
+        "layout and this store keeps no second copy; the data arrays are intact"
+    )
 
 
 class EpisodeStore:
@@ -331,7 +343,9 @@ class EpisodeStore:
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as e:
             raise StoreError(f"{location}: not a zarr group ({type(e).__name__}); check the path") from None
         except (json.JSONDecodeError, ValueError, KeyError) as e:
-            raise DamagedStoreError(f"{location}/zarr.json: unreadable ({e}); {_root_fix(self._raw, location)}") from None
+            raise DamagedStoreError(
+                f"{location}/zarr.json: unreadable ({e}); {_root_fix(self._raw, location)}"
+            ) from None
         info = self.root.attrs.get("duet")
         if not isinstance(info, dict) or info.get("layout") != LAYOUT_NAME:
             raise StoreError(
@@ -350,8 +364,13 @@ class EpisodeStore:
 
     # ------------------------------------------------------------------ create / open
     @classmethod
-    def create(cls, path: str | os.PathLike, layout: DatasetSpec, overwrite: bool = False,
-               storage_options: dict | None = None) -> EpisodeStore:
+    def create(
+        cls,
+        path: str | os.PathLike,
+        layout: DatasetSpec,
+        overwrite: bool = False,
+        storage_options: dict | None = None,
+    ) -> EpisodeStore:
         """Create an empty store with the given layout (DatasetSpec), holding its writer lock."""
         zstore, loc = _open_zarr_store(path, "w", storage_options)
         lock = _take_lock(zstore, loc)
@@ -362,40 +381,75 @@ class EpisodeStore:
             raise
 
     @classmethod
-    def _create(cls, zstore: Any, loc: str, layout: DatasetSpec, overwrite: bool, lock: WriterLock) -> EpisodeStore:
+    def _create(
+        cls, zstore: Any, loc: str, layout: DatasetSpec, overwrite: bool, lock: WriterLock
+    ) -> EpisodeStore:
         raw = _Raw(zstore)
         if overwrite:
             raw.clear(keep=LOCK_NAME)
         elif raw.get("zarr.json") is not None:
             raise StoreError(f"{loc}: a store already exists here; open it (mode='a') or pass overwrite=True")
         register_codecs()
-        duet: dict[str, Any] = {"layout": LAYOUT_NAME, "version": LAYOUT_VERSION, "spec": layout.to_dict(),
-                                "complete_chunks": True}
+        duet: dict[str, Any] = {
+            "layout": LAYOUT_NAME,
+            "version": LAYOUT_VERSION,
+            "spec": layout.to_dict(),
+            "complete_chunks": True,
+        }
         root = zarr.open_group(store=zstore, mode="a", zarr_format=3)
         root.attrs.put({"duet": duet})
         data = root.create_group("data")
         meta = root.create_group("meta")
         # A copy of the layout: `duet data recover` rebuilds a damaged zarr.json from it.
         meta.attrs.put({"episodes": [], "rigs": {}, "layout": duet})
-        meta.create_array("episode_ends", shape=(0,), chunks=(EPISODE_ENDS_CHUNK,), dtype="int64",
-                          compressors=None, fill_value=0, chunk_key_encoding=CHUNK_KEYS)
+        meta.create_array(
+            "episode_ends",
+            shape=(0,),
+            chunks=(EPISODE_ENDS_CHUNK,),
+            dtype="int64",
+            compressors=None,
+            fill_value=0,
+            chunk_key_encoding=CHUNK_KEYS,
+        )
         for key, (shape, dtype) in layout.lowdim_arrays().items():
             # Uncompressed: tiny next to the images, and 5x cheaper to rewrite at every flush.
-            data.create_array(key, shape=(0, *shape), chunks=(LOWDIM_CHUNK, *shape), dtype=dtype,
-                              fill_value=0, chunk_key_encoding=CHUNK_KEYS, compressors=None)
+            data.create_array(
+                key,
+                shape=(0, *shape),
+                chunks=(LOWDIM_CHUNK, *shape),
+                dtype=dtype,
+                fill_value=0,
+                chunk_key_encoding=CHUNK_KEYS,
+                compressors=None,
+            )
         for key, (shape, dtype) in layout.image_arrays().items():
             if key.endswith(".color") and layout.image_codec == "jpeg":
-                data.create_array(key, shape=(0, *shape), chunks=(1, *shape), dtype=dtype,
-                                  serializer=JpegCodec(level=layout.jpeg_quality), compressors=None, fill_value=0,
-                                  chunk_key_encoding=CHUNK_KEYS)
+                data.create_array(
+                    key,
+                    shape=(0, *shape),
+                    chunks=(1, *shape),
+                    dtype=dtype,
+                    serializer=JpegCodec(level=layout.jpeg_quality),
+                    compressors=None,
+                    fill_value=0,
+                    chunk_key_encoding=CHUNK_KEYS,
+                )
             else:
-                data.create_array(key, shape=(0, *shape), chunks=(1, *shape), dtype=dtype,
-                                  compressors=zarr.codecs.ZstdCodec(level=3), fill_value=0,
-                                  chunk_key_encoding=CHUNK_KEYS)
+                data.create_array(
+                    key,
+                    shape=(0, *shape),
+                    chunks=(1, *shape),
+                    dtype=dtype,
+                    compressors=zarr.codecs.ZstdCodec(level=3),
+                    fill_value=0,
+                    chunk_key_encoding=CHUNK_KEYS,
+                )
         return cls(zstore, loc, "a", lock)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, mode: str = "r", storage_options: dict | None = None) -> EpisodeStore:
+    def open(
+        cls, path: str | os.PathLike, mode: str = "r", storage_options: dict | None = None
+    ) -> EpisodeStore:
         """Open a store: mode 'r' (read; no lock) or 'a' (read and append; takes the writer lock)."""
         if mode not in ("r", "a"):
             raise StoreError(f"mode {mode!r}: use 'r' or 'a'")
@@ -428,8 +482,9 @@ class EpisodeStore:
         return cls._open_locked(zstore, loc, repair=True)
 
     @classmethod
-    def open_or_create(cls, path: str | os.PathLike, layout: DatasetSpec,
-                       storage_options: dict | None = None) -> EpisodeStore:
+    def open_or_create(
+        cls, path: str | os.PathLike, layout: DatasetSpec, storage_options: dict | None = None
+    ) -> EpisodeStore:
         """Open for appending, creating the store if nothing is there; layouts must match.
         The writer lock is taken first, so two writers starting together cannot both create."""
         zstore, loc = _open_zarr_store(path, "a", storage_options)
@@ -494,17 +549,29 @@ class EpisodeStore:
                 "(tasks and health are lost, the episodes are flagged)"
             ) from None
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
-            raise DamagedStoreError(f"{loc}/meta/zarr.json: missing; run `duet data recover {loc}`: it rebuilds it "
-                                    "from meta/episode_ends (tasks and health are lost)") from None
+            raise DamagedStoreError(
+                f"{loc}/meta/zarr.json: missing; run `duet data recover {loc}`: it rebuilds it "
+                "from meta/episode_ends (tasks and health are lost)"
+            ) from None
         eps = self._meta_attrs.get("episodes", [])
-        fix = (f"run `duet data recover {loc}`: it rebuilds it from the episode lengths in meta/zarr.json"
-               if _lengths(eps) is not None else f"restore {loc}/meta from a copy of the store")
+        fix = (
+            f"run `duet data recover {loc}`: it rebuilds it from the episode lengths in meta/zarr.json"
+            if _lengths(eps) is not None
+            else f"restore {loc}/meta from a copy of the store"
+        )
         try:
             ends_arr = zarr.open_array(store=self._zstore, path="meta/episode_ends", mode="r")
             ends = np.asarray(ends_arr[:], dtype=np.int64)
         except (json.JSONDecodeError, ValueError, TypeError, RuntimeError, OSError) as e:
-            raise DamagedStoreError(f"{loc}/meta/episode_ends: unreadable ({type(e).__name__}: {e}); {fix}") from None
-        except (FileNotFoundError, KeyError, zarr.errors.ArrayNotFoundError, zarr.errors.NodeTypeValidationError):
+            raise DamagedStoreError(
+                f"{loc}/meta/episode_ends: unreadable ({type(e).__name__}: {e}); {fix}"
+            ) from None
+        except (
+            FileNotFoundError,
+            KeyError,
+            zarr.errors.ArrayNotFoundError,
+            zarr.errors.NodeTypeValidationError,
+        ):
             raise DamagedStoreError(f"{loc}/meta/episode_ends: missing; {fix}") from None
         if len(eps) < len(ends):
             raise DamagedStoreError(
@@ -559,7 +626,9 @@ class EpisodeStore:
         a = self._arrays.get(key)
         if a is None or a.shape[0] < self.n_steps:
             try:
-                a = zarr.open_array(store=self._zstore, path=f"data/{key}", mode="r" if self.mode == "r" else "r+")
+                a = zarr.open_array(
+                    store=self._zstore, path=f"data/{key}", mode="r" if self.mode == "r" else "r+"
+                )
             except (FileNotFoundError, KeyError, zarr.errors.ArrayNotFoundError):
                 have = ", ".join(self.data_keys)
                 raise StoreError(f"{self.location}: no array data/{key} (have {have})") from None
@@ -581,7 +650,9 @@ class EpisodeStore:
     def image_keys(self) -> list[str]:
         return list(self.spec.image_arrays())
 
-    def read_episode(self, i: int, keys: Iterable[str] | None = None, images: bool = True) -> dict[str, np.ndarray]:
+    def read_episode(
+        self, i: int, keys: Iterable[str] | None = None, images: bool = True
+    ) -> dict[str, np.ndarray]:
         """All arrays of episode i (or only `keys`) as numpy arrays, time-major."""
         sl = self.episode_slice(i)
         if keys is None:
@@ -633,7 +704,11 @@ class EpisodeStore:
             else:
                 what = f"steps {r0}..{r1 - 1}: episode {self._episodes_text(r0, r1)}"
             more = f"; {len(missing) - 1} more chunk(s) of this array missing" if len(missing) > 1 else ""
-            old = "" if self.complete_chunks or raw_jpeg else " (or all zeros: this store predates chunk tracking)"
+            old = (
+                ""
+                if self.complete_chunks or raw_jpeg
+                else " (or all zeros: this store predates chunk tracking)"
+            )
             raise DamagedStoreError(
                 f"{self.location}/data/{key}/{missing[0]}: missing{old} ({what}{more}); the store is damaged: "
                 f"{self._damage_fix(r0, r1)}"
@@ -648,8 +723,10 @@ class EpisodeStore:
 
     def _damage_fix(self, a: int, b: int) -> str:
         eps = self._episodes_text(a, b)
-        return (f"restore the file from a copy of the store, or drop episode {eps} (`duet data drop {self.location} "
-                f"{eps}`); `duet data info {self.location} --check` lists every damaged chunk")
+        return (
+            f"restore the file from a copy of the store, or drop episode {eps} (`duet data drop {self.location} "
+            f"{eps}`); `duet data info {self.location} --check` lists every damaged chunk"
+        )
 
     def check(self, progress: bool = False) -> tuple[int, list[str]]:
         """Verify that every chunk of committed data exists and decodes (`duet data info
@@ -698,11 +775,15 @@ class EpisodeStore:
         out = np.empty((len(steps), c.height, c.width, 3), np.uint8)
         for j, t in enumerate(steps):
             if not 0 <= t < self.n_steps:
-                raise StoreError(f"{self.location}: step {t} of {camera} is not committed (0..{self.n_steps - 1})")
+                raise StoreError(
+                    f"{self.location}: step {t} of {camera} is not committed (0..{self.n_steps - 1})"
+                )
             buf = self.read_raw_chunk(key, t)
             if buf is None:
                 self._check_chunks(key, t, t + 1, strict=True)  # raises, naming the file and episode
-                raise DamagedStoreError(f"{self.location}/data/{key}: frame {t} is missing; {self._damage_fix(t, t + 1)}")
+                raise DamagedStoreError(
+                    f"{self.location}/data/{key}: frame {t} is missing; {self._damage_fix(t, t + 1)}"
+                )
             try:
                 img = imagecodecs.jpeg8_decode(buf)
                 img = img if img.ndim == 3 else img[..., None]
@@ -739,8 +820,10 @@ class EpisodeStore:
     # ------------------------------------------------------------------ writing
     def _require_writable(self) -> None:
         if self._closed:
-            raise StoreError(f"{self.location}: closed for writing (its writer lock was released); open it again "
-                             "with mode='a'")
+            raise StoreError(
+                f"{self.location}: closed for writing (its writer lock was released); open it again "
+                "with mode='a'"
+            )
         if self.mode == "r":
             raise StoreError(f"{self.location}: opened read-only; open with mode='a' to write")
         self._check_lock()
@@ -749,14 +832,18 @@ class EpisodeStore:
         """Raise if a remote writer lease was taken over by someone else."""
         lost = self.lock.lost() if self.lock is not None else None
         if lost:
-            raise StoreLockedError(f"{self.location}: another writer took over this store's lease "
-                                   f"({describe_holder(lost)}); stop it, then record again")
+            raise StoreLockedError(
+                f"{self.location}: another writer took over this store's lease "
+                f"({describe_holder(lost)}); stop it, then record again"
+            )
 
     def episode(self, meta: dict[str, Any] | None = None) -> EpisodeWriter:
         """Start writing an episode (a context manager: commit on exit, discard on error)."""
         self._require_writable()
         if self._writer is not None:
-            raise StoreError(f"{self.location}: an episode is already being written; commit or discard it first")
+            raise StoreError(
+                f"{self.location}: an episode is already being written; commit or discard it first"
+            )
         pend = self.pending
         if pend is not None:
             raise StoreError(
@@ -835,8 +922,13 @@ class EpisodeStore:
         return out
 
     # ------------------------------------------------------------------ editing
-    def copy_episodes_from(self, src: EpisodeStore, indices: Sequence[int] | None = None,
-                           progress: bool = False, extra_meta: dict | None = None) -> list[int]:
+    def copy_episodes_from(
+        self,
+        src: EpisodeStore,
+        indices: Sequence[int] | None = None,
+        progress: bool = False,
+        extra_meta: dict | None = None,
+    ) -> list[int]:
         """Append episodes of another store (merge / push); JPEG frames are copied as bytes."""
         self._require_writable()
         self.check_compatible(src.spec, where=src.location)
@@ -949,35 +1041,53 @@ def _repair_metadata(raw: _Raw, loc: str) -> list[str]:
     ends = read_ends()
     if meta_attrs is None:
         if ends is None:
-            raise DamagedStoreError(f"{loc}/meta: both meta/zarr.json and meta/episode_ends are damaged; restore "
-                                    f"{loc}/meta from a copy of the store (the data arrays are intact)")
+            raise DamagedStoreError(
+                f"{loc}/meta: both meta/zarr.json and meta/episode_ends are damaged; restore "
+                f"{loc}/meta from a copy of the store (the data arrays are intact)"
+            )
         lens = np.diff(np.concatenate([[0], ends])).tolist()
         flag = "metadata lost: meta/zarr.json was damaged and rebuilt by duet data recover"
         eps = [{"task": "", "length": int(n), "flagged": True, "flags": [flag]} for n in lens]
         raw.put("meta/zarr.json", _group_json({"episodes": eps, "rigs": {}, "layout": layout}))
-        notes.append(f"rebuilt meta/zarr.json for {len(eps)} episodes from meta/episode_ends "
-                     "(tasks and health were lost; the episodes are flagged)")
+        notes.append(
+            f"rebuilt meta/zarr.json for {len(eps)} episodes from meta/episode_ends "
+            "(tasks and health were lost; the episodes are flagged)"
+        )
         meta_attrs = {"episodes": eps}
     if ends is None:
         lens = _lengths(meta_attrs["episodes"])
         if lens is None:
-            raise DamagedStoreError(f"{loc}/meta/episode_ends: damaged, and the episode records in meta/zarr.json "
-                                    f"lack lengths; restore {loc}/meta from a copy of the store")
+            raise DamagedStoreError(
+                f"{loc}/meta/episode_ends: damaged, and the episode records in meta/zarr.json "
+                f"lack lengths; restore {loc}/meta from a copy of the store"
+            )
         new = np.cumsum(lens, dtype=np.int64)
         try:
             t_len = zarr.open_array(store=zstore, path="data/t", mode="r").shape[0]
         except Exception:  # noqa: BLE001
             t_len = None
         if t_len is not None and len(new) and new[-1] > t_len:
-            raise DamagedStoreError(f"{loc}/meta/episode_ends: damaged, and the episode lengths in meta/zarr.json "
-                                    f"cover {int(new[-1])} steps but the data holds {t_len}; restore {loc}/meta "
-                                    "from a copy of the store")
-        arr = zarr.create_array(store=zstore, name="meta/episode_ends", shape=(len(new),),
-                                chunks=(EPISODE_ENDS_CHUNK,), dtype="int64", compressors=None, fill_value=0,
-                                chunk_key_encoding=CHUNK_KEYS, overwrite=True)
+            raise DamagedStoreError(
+                f"{loc}/meta/episode_ends: damaged, and the episode lengths in meta/zarr.json "
+                f"cover {int(new[-1])} steps but the data holds {t_len}; restore {loc}/meta "
+                "from a copy of the store"
+            )
+        arr = zarr.create_array(
+            store=zstore,
+            name="meta/episode_ends",
+            shape=(len(new),),
+            chunks=(EPISODE_ENDS_CHUNK,),
+            dtype="int64",
+            compressors=None,
+            fill_value=0,
+            chunk_key_encoding=CHUNK_KEYS,
+            overwrite=True,
+        )
         if len(new):
             arr[:] = new
-        notes.append(f"rebuilt meta/episode_ends ({len(new)} episodes) from the episode lengths in meta/zarr.json")
+        notes.append(
+            f"rebuilt meta/episode_ends ({len(new)} episodes) from the episode lengths in meta/zarr.json"
+        )
     return notes
 
 
@@ -1075,7 +1185,9 @@ class EpisodeWriter:
             raise StoreError("episode writer is closed")
         unknown = sorted(set(block) - set(self._lowdim) - set(self._images))
         if unknown:
-            raise StoreError(f"episode step: unknown key {unknown[0]!r} (valid: {', '.join(list(self._lowdim) + list(self._images))})")
+            raise StoreError(
+                f"episode step: unknown key {unknown[0]!r} (valid: {', '.join(list(self._lowdim) + list(self._images))})"
+            )
         n = len(next(iter(block.values())))
         t0 = self.length
         try:
@@ -1095,7 +1207,10 @@ class EpisodeWriter:
         for k, v in rows.items():
             self._rows[k].append(v)
         self.length += n
-        if self.length - self._flushed >= self.spec.rate_hz or time.monotonic() - self._last_flush >= FLUSH_PERIOD_S:
+        if (
+            self.length - self._flushed >= self.spec.rate_hz
+            or time.monotonic() - self._last_flush >= FLUSH_PERIOD_S
+        ):
             self.flush()
 
     def _complete_lowdim(self, block: dict[str, Any], n: int, t0: int) -> dict[str, np.ndarray]:
@@ -1152,11 +1267,15 @@ class EpisodeWriter:
                 except ValueError as e:
                     raise StoreError(f"episode step: {key!r} frame is not a JPEG ({e})") from None
                 if (h, w) != shape[:2] or c not in (1, 3):
-                    raise StoreError(f"episode step: {key!r} JPEG is {h}x{w}x{c}, expected {shape[0]}x{shape[1]}x3")
+                    raise StoreError(
+                        f"episode step: {key!r} JPEG is {h}x{w}x{c}, expected {shape[0]}x{shape[1]}x3"
+                    )
             else:
                 arr = np.asarray(f)
                 if arr.shape != shape or arr.dtype != np.uint8:
-                    raise StoreError(f"episode step: {key!r} frame is {arr.shape} {arr.dtype}, expected {shape} uint8")
+                    raise StoreError(
+                        f"episode step: {key!r} frame is {arr.shape} {arr.dtype}, expected {shape} uint8"
+                    )
                 data = encode_jpeg(arr, q)
             # One frame per chunk, never shared with committed data: a plain write is safe
             # (the recovery marker only advances once the frame is complete).
@@ -1212,7 +1331,9 @@ class EpisodeWriter:
             raise StoreError("episode writer is closed")
         if self.length == 0:
             self.discard()
-            raise StoreError(f"{self.store.location}: refusing to commit an empty episode (no steps appended)")
+            raise StoreError(
+                f"{self.store.location}: refusing to commit an empty episode (no steps appended)"
+            )
         self.flush(sync=False)
         meta = dict(self.meta)
         if health:
@@ -1302,7 +1423,9 @@ def episode_health(spec: DatasetSpec, data: dict[str, np.ndarray]) -> dict[str, 
         stale = int(np.sum(~(age <= spec.arm_max_age_s)))
         sensors[a.name] = {"age_ms": {k: v * 1e3 for k, v in _stats(age).items()}, "stale_ticks": stale}
         if stale:
-            flags.append(f"{a.name}: {stale} stale ticks (age > {spec.arm_max_age_s * 1e3:.0f} ms, max {np.nanmax(np.where(np.isfinite(age), age, np.nan), initial=0) * 1e3:.0f} ms)")
+            flags.append(
+                f"{a.name}: {stale} stale ticks (age > {spec.arm_max_age_s * 1e3:.0f} ms, max {np.nanmax(np.where(np.isfinite(age), age, np.nan), initial=0) * 1e3:.0f} ms)"
+            )
     cams: dict[str, Any] = {}
     for c in spec.cameras:
         age = data[f"{c.name}.age"]
@@ -1365,7 +1488,11 @@ def iter_episode_indices(spec: str | None, n: int) -> Iterator[int]:
         part = part.strip()
         try:
             if "-" in part[1:]:
-                a, b = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1])
+                a, b = (
+                    part.split("-", 1)
+                    if not part.startswith("-")
+                    else ("-" + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1])
+                )
                 yield from range(int(a), int(b) + 1)
             else:
                 i = int(part)

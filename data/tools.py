@@ -42,23 +42,33 @@ def info_lines(store: EpisodeStore, verbose: bool = False) -> list[str]:
     if w is not None:
         ended = w.get("host") == socket.gethostname() and not pid_alive(w.get("pid", -1))
         live = not ended
-        lines.append(f"  writer: {describe_holder(w)}"
-                     + (" (ended without releasing the lock; the next writer takes it over)" if ended else ""))
+        lines.append(
+            f"  writer: {describe_holder(w)}"
+            + (" (ended without releasing the lock; the next writer takes it over)" if ended else "")
+        )
     pend = store.pending
     if pend is not None and int(pend.get("start", -1)) == store.n_steps:
         if live:
-            lines.append(f"  episode being recorded by the writer: {pend.get('flushed', 0)} steps flushed so far")
+            lines.append(
+                f"  episode being recorded by the writer: {pend.get('flushed', 0)} steps flushed so far"
+            )
         else:
-            lines.append(f"  PARTIAL episode left by a crash: {pend.get('flushed', 0)} steps; "
-                         f"run `duet data recover {store.location}` (or --discard)")
+            lines.append(
+                f"  PARTIAL episode left by a crash: {pend.get('flushed', 0)} steps; "
+                f"run `duet data recover {store.location}` (or --discard)"
+            )
     flagged = 0
     for i in range(store.n_episodes):
         m = store.episode_meta(i)
         flagged += bool(m.get("flagged"))
-        head = f"  [{i:4d}] {lengths[i]:6d} steps {lengths[i] / spec.rate_hz:7.1f} s  task={m.get('task', '')!r}"
+        head = (
+            f"  [{i:4d}] {lengths[i]:6d} steps {lengths[i] / spec.rate_hz:7.1f} s  task={m.get('task', '')!r}"
+        )
         if m.get("operator"):
             head += f" operator={m['operator']!r}"
-        lines.append(head + "  " + health_line(m) if verbose else head + ("  FLAGGED" if m.get("flagged") else ""))
+        lines.append(
+            head + "  " + health_line(m) if verbose else head + ("  FLAGGED" if m.get("flagged") else "")
+        )
     if flagged and not verbose:
         lines.append(f"  {flagged} flagged episode(s): `duet data info {store.location} -v` shows why")
     return lines
@@ -105,8 +115,14 @@ def plot_episode(store: EpisodeStore, i: int, out: str | Path) -> Path:
     return out
 
 
-def video_episode(store: EpisodeStore, i: int, out: str | Path, cameras: Sequence[str] | None = None,
-                  height: int = 240, progress: bool = False) -> Path:
+def video_episode(
+    store: EpisodeStore,
+    i: int,
+    out: str | Path,
+    cameras: Sequence[str] | None = None,
+    height: int = 240,
+    progress: bool = False,
+) -> Path:
     """MP4 of all cameras side by side (each scaled to `height`), at the recording rate."""
     import av
     import cv2
@@ -164,8 +180,9 @@ def split_by_task(store: EpisodeStore, out_dir: str | Path, progress: bool = Fal
     return out
 
 
-def merge_stores(sources: Sequence[str], dst: str, progress: bool = False,
-                 storage_options: dict | None = None) -> int:
+def merge_stores(
+    sources: Sequence[str], dst: str, progress: bool = False, storage_options: dict | None = None
+) -> int:
     """Append every episode of `sources` to dst (created with the first source's layout).
     dst may be any fsspec URL: this is also `duet data push`."""
     total = 0
@@ -200,8 +217,14 @@ def _aloha_images(ds: Any) -> list[Any]:
     return frames
 
 
-def import_aloha(paths: Sequence[str | Path], dst: str | Path, task: str = "", fps: float = 50.0,
-                 image_codec: Literal["jpeg", "lossless"] = "jpeg", progress: bool = False) -> list[int]:
+def import_aloha(
+    paths: Sequence[str | Path],
+    dst: str | Path,
+    task: str = "",
+    fps: float = 50.0,
+    image_codec: Literal["jpeg", "lossless"] = "jpeg",
+    progress: bool = False,
+) -> list[int]:
     """Import ALOHA/ACT HDF5 episodes (/observations/qpos, qvel, effort, images/<cam>,
     /action; 14 dims = left 6 joints + gripper, right 6 + gripper) into a store."""
     import h5py
@@ -219,19 +242,26 @@ def import_aloha(paths: Sequence[str | Path], dst: str | Path, task: str = "", f
             with f:
                 for key in ("/observations/qpos", "/action"):
                     if key not in f:
-                        raise StoreError(f"{p}: no {key}; not an ALOHA episode (expected /observations/qpos, /action)")
+                        raise StoreError(
+                            f"{p}: no {key}; not an ALOHA episode (expected /observations/qpos, /action)"
+                        )
                 qpos = np.asarray(f["/observations/qpos"], np.float32)
                 dim = qpos.shape[1]
                 if dim % 2:
                     raise StoreError(f"{p}: qpos has {dim} dims; expected left + right arms (e.g. 14)")
                 nj = dim // 2
-                joints = list(DEFAULT_JOINTS) if nj == 7 else [f"joint{j}" for j in range(nj - 1)] + ["gripper"]
+                joints = (
+                    list(DEFAULT_JOINTS) if nj == 7 else [f"joint{j}" for j in range(nj - 1)] + ["gripper"]
+                )
                 cams = sorted(f["/observations/images"].keys()) if "/observations/images" in f else []
                 images = {c: _aloha_images(f[f"/observations/images/{c}"]) for c in cams}
                 shapes = {c: np.asarray(images[c][0]).shape for c in cams}
                 spec = DatasetSpec(
                     rate_hz=fps,
-                    arms=[ArmSpec("left_follower", "follower", joints), ArmSpec("right_follower", "follower", joints)],
+                    arms=[
+                        ArmSpec("left_follower", "follower", joints),
+                        ArmSpec("right_follower", "follower", joints),
+                    ],
                     followers=["left_follower", "right_follower"],
                     cameras=[CameraSpec(c, shapes[c][1], shapes[c][0]) for c in cams],
                     image_codec=image_codec,
@@ -241,21 +271,36 @@ def import_aloha(paths: Sequence[str | Path], dst: str | Path, task: str = "", f
                 else:
                     store.check_compatible(spec, where=str(p))
                 T = len(qpos)
-                qvel = np.asarray(f["/observations/qvel"], np.float32) if "/observations/qvel" in f else np.zeros_like(qpos)
-                eff = np.asarray(f["/observations/effort"], np.float32) if "/observations/effort" in f else np.zeros_like(qpos)
+                qvel = (
+                    np.asarray(f["/observations/qvel"], np.float32)
+                    if "/observations/qvel" in f
+                    else np.zeros_like(qpos)
+                )
+                eff = (
+                    np.asarray(f["/observations/effort"], np.float32)
+                    if "/observations/effort" in f
+                    else np.zeros_like(qpos)
+                )
                 action = np.asarray(f["/action"], np.float32)
                 block: dict[str, Any] = {
                     "t": np.arange(T) / fps,
                     "action": action,
-                    "left_follower.position": qpos[:, :nj], "right_follower.position": qpos[:, nj:],
-                    "left_follower.velocity": qvel[:, :nj], "right_follower.velocity": qvel[:, nj:],
-                    "left_follower.effort": eff[:, :nj], "right_follower.effort": eff[:, nj:],
+                    "left_follower.position": qpos[:, :nj],
+                    "right_follower.position": qpos[:, nj:],
+                    "left_follower.velocity": qvel[:, :nj],
+                    "right_follower.velocity": qvel[:, nj:],
+                    "left_follower.effort": eff[:, :nj],
+                    "right_follower.effort": eff[:, nj:],
                 }
                 for c in cams:
                     block[f"{c}.color"] = images[c]
-                meta = {"task": task or p.stem, "operator": "", "source": {"format": "aloha_hdf5", "file": p.name},
-                        "sim": bool(f.attrs.get("sim", False)),
-                        "timestamps": "synthesized from the step index (ALOHA HDF5 stores none); ages unknown"}
+                meta = {
+                    "task": task or p.stem,
+                    "operator": "",
+                    "source": {"format": "aloha_hdf5", "file": p.name},
+                    "sim": bool(f.attrs.get("sim", False)),
+                    "timestamps": "synthesized from the step index (ALOHA HDF5 stores none); ages unknown",
+                }
                 with store.episode(meta) as ep:
                     ep.extend(block)
                 out.append(store.n_episodes - 1)
@@ -273,7 +318,9 @@ def export_aloha(store: EpisodeStore, i: int, out: str | Path) -> Path:
 
     spec = store.spec
     if len(spec.followers) != 2:
-        raise StoreError(f"{store.location}: ALOHA export needs exactly 2 followers (have {len(spec.followers)})")
+        raise StoreError(
+            f"{store.location}: ALOHA export needs exactly 2 followers (have {len(spec.followers)})"
+        )
     d = store.read_episode(i)
     cat = lambda s: np.concatenate([d[f"{f}.{s}"] for f in spec.followers], axis=1)  # noqa: E731
     out = Path(out)
@@ -309,15 +356,19 @@ def _remove_previous_export(out: Path) -> None:
     except (OSError, ValueError, TypeError):
         is_export = False
     if not is_export:
-        raise StoreError(f"{out}: not empty and not a previous LeRobot export (no readable meta/info.json); "
-                         "--overwrite replaces only an export: choose another directory or empty it")
+        raise StoreError(
+            f"{out}: not empty and not a previous LeRobot export (no readable meta/info.json); "
+            "--overwrite replaces only an export: choose another directory or empty it"
+        )
     ours = []
     for dirpath, _dirs, files in os.walk(out):
         for f in files:
             rel = Path(dirpath, f).relative_to(out).as_posix()
             if not _LEROBOT_FILES.fullmatch(rel) or Path(dirpath, f).is_symlink():
-                raise StoreError(f"{out}: --overwrite replaces only what a previous export wrote, but {rel} is not "
-                                 "one of its files; move it away or choose another directory")
+                raise StoreError(
+                    f"{out}: --overwrite replaces only what a previous export wrote, but {rel} is not "
+                    "one of its files; move it away or choose another directory"
+                )
             ours.append(Path(dirpath, f))
     for path in ours:
         path.unlink()
@@ -326,9 +377,15 @@ def _remove_previous_export(out: Path) -> None:
             Path(dirpath).rmdir()
 
 
-def export_lerobot(store: EpisodeStore, out_dir: str | Path, episodes: Sequence[int] | None = None,
-                   robot_type: str = "aloha", vcodec: str = "libx264", progress: bool = False,
-                   overwrite: bool = False) -> Path:
+def export_lerobot(
+    store: EpisodeStore,
+    out_dir: str | Path,
+    episodes: Sequence[int] | None = None,
+    robot_type: str = "aloha",
+    vcodec: str = "libx264",
+    progress: bool = False,
+    overwrite: bool = False,
+) -> Path:
     """Export to the LeRobotDataset v3.0 layout: data/chunk-000/file-000.parquet,
     videos/<key>/chunk-000/file-000.mp4 (all episodes concatenated), meta/info.json,
     meta/episodes/chunk-000/file-000.parquet, meta/tasks.parquet, meta/stats.json.
@@ -379,7 +436,9 @@ class _LeRobotVideos:
             st = cont.add_stream(vcodec, rate=int(round(spec.rate_hz)))
             if not isinstance(st, av.VideoStream):
                 cont.close()
-                raise StoreError(f"{vcodec!r} is not a video codec: export with a video codec such as libx264")
+                raise StoreError(
+                    f"{vcodec!r} is not a video codec: export with a video codec such as libx264"
+                )
             st.width, st.height, st.pix_fmt = cam.width, cam.height, "yuv420p"
             st.options = {"preset": "veryfast", "crf": "18", "g": "2"} if vcodec == "libx264" else {}
             self.containers[c], self.streams[c] = cont, st
@@ -407,8 +466,9 @@ class _LeRobotFrames:
 
     def __init__(self, spec: DatasetSpec):
         self.spec = spec
-        self.cols: dict[str, list] = {k: [] for k in (STATE, ACTION, "timestamp", "frame_index",
-                                                      "episode_index", "index", "task_index")}
+        self.cols: dict[str, list] = {
+            k: [] for k in (STATE, ACTION, "timestamp", "frame_index", "episode_index", "index", "task_index")
+        }
         self.episode_rows: list[dict[str, Any]] = []
         self.tasks: dict[str, int] = {}  # task -> task_index, in order of first appearance
         self.index = 0  # frames so far (the next frame's global index)
@@ -434,9 +494,13 @@ class _LeRobotFrames:
         cols["index"].extend(range(index, index + L))
         cols["task_index"].extend([ti] * L)
         row: dict[str, Any] = {
-            "episode_index": new_i, "tasks": [task], "length": L,
-            "data/chunk_index": 0, "data/file_index": 0,
-            "dataset_from_index": index, "dataset_to_index": index + L,
+            "episode_index": new_i,
+            "tasks": [task],
+            "length": L,
+            "data/chunk_index": 0,
+            "data/file_index": 0,
+            "dataset_from_index": index,
+            "dataset_to_index": index + L,
         }
         for c in spec.camera_names:
             vk = image_key(c)
@@ -457,25 +521,38 @@ def _write_lerobot_tables(out: Path, frames: _LeRobotFrames) -> None:
     import pyarrow.parquet as pq
 
     spec, cols = frames.spec, frames.cols
-    table = pa.table({
-        STATE: pa.array(cols[STATE], type=pa.list_(pa.float32(), spec.state_dim)),
-        ACTION: pa.array(cols[ACTION], type=pa.list_(pa.float32(), spec.action_dim)),
-        "timestamp": pa.array(cols["timestamp"], pa.float32()),
-        "frame_index": pa.array(cols["frame_index"], pa.int64()),
-        "episode_index": pa.array(cols["episode_index"], pa.int64()),
-        "index": pa.array(cols["index"], pa.int64()),
-        "task_index": pa.array(cols["task_index"], pa.int64()),
-    })
+    table = pa.table(
+        {
+            STATE: pa.array(cols[STATE], type=pa.list_(pa.float32(), spec.state_dim)),
+            ACTION: pa.array(cols[ACTION], type=pa.list_(pa.float32(), spec.action_dim)),
+            "timestamp": pa.array(cols["timestamp"], pa.float32()),
+            "frame_index": pa.array(cols["frame_index"], pa.int64()),
+            "episode_index": pa.array(cols["episode_index"], pa.int64()),
+            "index": pa.array(cols["index"], pa.int64()),
+            "task_index": pa.array(cols["task_index"], pa.int64()),
+        }
+    )
     (out / "data" / "chunk-000").mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out / "data" / "chunk-000" / "file-000.parquet")
     (out / "meta" / "episodes" / "chunk-000").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(frames.episode_rows), out / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
-    pq.write_table(pa.table({"task_index": pa.array(list(frames.tasks.values()), pa.int64()),
-                             "task": pa.array(list(frames.tasks.keys()), pa.string())}), out / "meta" / "tasks.parquet")
+    pq.write_table(
+        pa.Table.from_pylist(frames.episode_rows),
+        out / "meta" / "episodes" / "chunk-000" / "file-000.parquet",
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "task_index": pa.array(list(frames.tasks.values()), pa.int64()),
+                "task": pa.array(list(frames.tasks.keys()), pa.string()),
+            }
+        ),
+        out / "meta" / "tasks.parquet",
+    )
 
 
-def _write_lerobot_info(out: Path, spec: DatasetSpec, frames: _LeRobotFrames, robot_type: str, vcodec: str,
-                        n_episodes: int) -> None:
+def _write_lerobot_info(
+    out: Path, spec: DatasetSpec, frames: _LeRobotFrames, robot_type: str, vcodec: str, n_episodes: int
+) -> None:
     """meta/info.json: the features (state, action, videos, per-frame scalars) and the file layout."""
     fps = spec.rate_hz
     names = [f"{f}.{j}" for f in spec.followers for j in spec.arm(f).joints]
@@ -486,19 +563,39 @@ def _write_lerobot_info(out: Path, spec: DatasetSpec, frames: _LeRobotFrames, ro
     for c in spec.camera_names:
         cam = spec.camera(c)
         features[image_key(c)] = {
-            "dtype": "video", "shape": [cam.height, cam.width, 3], "names": ["height", "width", "channels"],
-            "info": {"video.height": cam.height, "video.width": cam.width,
-                     "video.codec": "h264" if vcodec == "libx264" else vcodec, "video.pix_fmt": "yuv420p",
-                     "video.is_depth_map": False, "video.fps": fps, "video.channels": 3, "has_audio": False},
+            "dtype": "video",
+            "shape": [cam.height, cam.width, 3],
+            "names": ["height", "width", "channels"],
+            "info": {
+                "video.height": cam.height,
+                "video.width": cam.width,
+                "video.codec": "h264" if vcodec == "libx264" else vcodec,
+                "video.pix_fmt": "yuv420p",
+                "video.is_depth_map": False,
+                "video.fps": fps,
+                "video.channels": 3,
+                "has_audio": False,
+            },
         }
-    for k, dt in (("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"),
-                  ("index", "int64"), ("task_index", "int64")):
+    for k, dt in (
+        ("timestamp", "float32"),
+        ("frame_index", "int64"),
+        ("episode_index", "int64"),
+        ("index", "int64"),
+        ("task_index", "int64"),
+    ):
         features[k] = {"dtype": dt, "shape": [1], "names": None}
     info = {
-        "codebase_version": "v3.0", "robot_type": robot_type, "total_episodes": n_episodes,
-        "total_frames": frames.index, "total_tasks": len(frames.tasks), "chunks_size": 1000,
-        "data_files_size_in_mb": 100, "video_files_size_in_mb": 500,
-        "fps": fps, "splits": {"train": f"0:{n_episodes}"},
+        "codebase_version": "v3.0",
+        "robot_type": robot_type,
+        "total_episodes": n_episodes,
+        "total_frames": frames.index,
+        "total_tasks": len(frames.tasks),
+        "chunks_size": 1000,
+        "data_files_size_in_mb": 100,
+        "video_files_size_in_mb": 500,
+        "fps": fps,
+        "splits": {"train": f"0:{n_episodes}"},
         "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
         "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4",
         "features": features,

@@ -154,9 +154,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str | None = None) -> T
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown key {unknown[0]!r} (valid keys: {', '.join(sorted(fields))})"
-        )
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (valid keys: {', '.join(sorted(fields))})")
     kwargs = {}
     for name, f in fields.items():
         if name in data:
@@ -314,11 +312,18 @@ def _child_type(tp: Any, key: str, text: str, here: str) -> tuple[Any, Any]:
     if dataclasses.is_dataclass(tp):
         fields = {f.name: f for f in dataclasses.fields(tp) if f.init}
         if key not in fields:
-            raise ConfigError(f"override {text!r}: {here!r} does not exist: unknown key {key!r} "
-                              f"(valid keys: {', '.join(sorted(fields))})")
+            raise ConfigError(
+                f"override {text!r}: {here!r} does not exist: unknown key {key!r} "
+                f"(valid keys: {', '.join(sorted(fields))})"
+            )
         f = fields[key]
-        default = (f.default_factory() if f.default_factory is not _MISSING
-                   else None if f.default is _MISSING else f.default)
+        default = (
+            f.default_factory()
+            if f.default_factory is not _MISSING
+            else None
+            if f.default is _MISSING
+            else f.default
+        )
         return get_type_hints(tp)[key], to_dict(default)
     if get_origin(tp) is dict:
         return (get_args(tp) or (Any, Any))[1], None
@@ -355,7 +360,8 @@ def _list_index(items: list, key: str, text: str, where: str, here: str) -> int:
     else:
         have = "items: " + ", ".join(
             f"{i} {item['name']}" if isinstance(item, dict) and "name" in item else str(i)
-            for i, item in enumerate(items))
+            for i, item in enumerate(items)
+        )
     what = f"no item {int(key)}" if key.isdigit() else f"no item {key!r}"
     raise ConfigError(f"override {text!r}: {here!r} does not exist: {where!r} has {what} ({have})")
 
@@ -394,13 +400,16 @@ def _apply_one(root: dict[str, Any], text: str, cls: Any) -> None:
                     child = default
         if not isinstance(child, (dict, list)):
             kind = _type_name(_strip_optional(tp)) if child is None else type(child).__name__
-            raise ConfigError(f"override {text!r}: {here + '.' + path[i + 1]!r} does not exist: "
-                              f"{here!r} is a {kind}" + ("" if child is None else f" ({child!r})"))
+            raise ConfigError(
+                f"override {text!r}: {here + '.' + path[i + 1]!r} does not exist: "
+                f"{here!r} is a {kind}" + ("" if child is None else f" ({child!r})")
+            )
         node, where = child, here
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...],
-                    cls: type | None = None) -> dict[str, Any]:
+def apply_overrides(
+    data: dict[str, Any], overrides: list[str] | tuple[str, ...], cls: type | None = None
+) -> dict[str, Any]:
     """Return a copy of data with 'a.b=value' overrides applied (creating nested maps).
 
     The one parser of ``key=value`` overrides (``duet ... -o``, ``duet train --set``, presets).
@@ -431,8 +440,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_yaml(cls: type[T], path: str | Path, overrides: list[str] | tuple[str, ...] = (),
-              key: str | None = None) -> T:
+def load_yaml(
+    cls: type[T], path: str | Path, overrides: list[str] | tuple[str, ...] = (), key: str | None = None
+) -> T:
     """Load cls from a YAML file (optionally from one top-level key), applying overrides."""
     data = read_yaml(path)
     if key is not None:

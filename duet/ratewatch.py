@@ -34,9 +34,15 @@ class RateWatchConfig:
     target (47.5 Hz of 50: a lossy bus whose retries cost a tick or two a second), ERROR below
     80 % (40 Hz: a bus that cannot fit its traffic into the period)."""
 
-    window_s: float = field(1.0, help="the achieved tick rate is measured over this long, s (the loop's clock)")
-    warn_below: float = field(0.95, help="WARN when the rate over the window is below this fraction of the target rate")
-    error_below: float = field(0.80, help="ERROR when the rate over the window is below this fraction of the target rate")
+    window_s: float = field(
+        1.0, help="the achieved tick rate is measured over this long, s (the loop's clock)"
+    )
+    warn_below: float = field(
+        0.95, help="WARN when the rate over the window is below this fraction of the target rate"
+    )
+    error_below: float = field(
+        0.80, help="ERROR when the rate over the window is below this fraction of the target rate"
+    )
 
     def __post_init__(self):
         if self.window_s <= 0:
@@ -114,9 +120,11 @@ class RateWatch:
             for lvl, below in ((ERROR, self.cfg.error_below), (WARN, self.cfg.warn_below)):
                 if frac < below:
                     level = lvl
-                    message = (f"{self.what} at {rate:.1f} Hz over the last {w:g} s, below {below * 100:.0f} % "
-                               f"of {self.target_hz:g} Hz (a slow or lossy bus, or an overloaded CPU: check the "
-                               f"bus counters)")
+                    message = (
+                        f"{self.what} at {rate:.1f} Hz over the last {w:g} s, below {below * 100:.0f} % "
+                        f"of {self.target_hz:g} Hz (a slow or lossy bus, or an overloaded CPU: check the "
+                        f"bus counters)"
+                    )
                     break
         if level >= self.level:
             self._better_since = None
@@ -129,6 +137,8 @@ class RateWatch:
                 self.level, self.message = level, message
             else:
                 below = self.cfg.error_below if self.level == ERROR else self.cfg.warn_below
-                self.message = (f"{self.what} at {rate:.1f} Hz over the last {w:g} s, below {below * 100:.0f} % "
-                                f"of {self.target_hz:g} Hz within the last {w:g} s")
+                self.message = (
+                    f"{self.what} at {rate:.1f} Hz over the last {w:g} s, below {below * 100:.0f} % "
+                    f"of {self.target_hz:g} Hz within the last {w:g} s"
+                )
         return self.level, self.message

@@ -68,7 +68,9 @@ class ArmModelConfig:
     joints: list[JointSpec] = field(help="arm joints in order (without the gripper)")
     gripper: GripperSpec = field(help="the gripper: always the last joint")
     description: str = field("", help="free text")
-    home: list[float] = field(factory=list, help="a resting pose of the arm joints, rad (no gripper); [] = zeros")
+    home: list[float] = field(
+        factory=list, help="a resting pose of the arm joints, rad (no gripper); [] = zeros"
+    )
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,9 @@ class ArmModel:
                     raise ConfigError(f"{where}: unknown servo model {s.model!r} (known: {known})")
                 models.append(info.name)
             if len(set(models)) > 1:
-                raise ConfigError(f"{where}: shadow servos must be the same model as the primary ({models[0]})")
+                raise ConfigError(
+                    f"{where}: shadow servos must be the same model as the primary ({models[0]})"
+                )
             if spec.mode == "current_based_position" or spec.current_limit_ma:
                 info = canonical_model(models[0])
                 if not getattr(info, "current_unit_ma", 0):

@@ -83,7 +83,9 @@ class Calibration:
         joint; the gripper entry is ignored) and the gripper fully open / fully closed."""
         zero_ticks = np.asarray(zero_ticks, dtype=np.int64)
         if zero_ticks.shape != (model.n,):
-            raise CalibrationError(f"arm model {model.name}: expected {model.n} zero readings, got {zero_ticks.shape}")
+            raise CalibrationError(
+                f"arm model {model.name}: expected {model.n} zero readings, got {zero_ticks.shape}"
+            )
         signs = signs or {}
         joints = {}
         for j in model.joints:
@@ -118,7 +120,9 @@ class Calibration:
             "arm_model": self.arm_model,
             "port_id": self.port_id,
             "created": self.created,
-            "joints": {n: {"zero_ticks": int(c.zero_ticks), "sign": int(c.sign)} for n, c in self.joints.items()},
+            "joints": {
+                n: {"zero_ticks": int(c.zero_ticks), "sign": int(c.sign)} for n, c in self.joints.items()
+            },
             "gripper": {"open_rad": float(self.gripper_open), "closed_rad": float(self.gripper_closed)},
         }
 
@@ -151,7 +155,9 @@ class Calibration:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise CalibrationError(f"{p}: not a duet arm calibration file; {fix}")
         if data.get("version") != VERSION:
-            raise CalibrationError(f"{p}: calibration version {data.get('version')!r} (expected {VERSION}); {fix}")
+            raise CalibrationError(
+                f"{p}: calibration version {data.get('version')!r} (expected {VERSION}); {fix}"
+            )
         if data.get("arm_model") != model.name:
             raise CalibrationError(
                 f"{p}: made for arm model {data.get('arm_model')!r}, this arm is {model.name!r}; {fix}"
@@ -175,7 +181,9 @@ class Calibration:
             zero, sign = entry.get("zero_ticks"), entry.get("sign", 1)
             res = model.resolution(j)
             if isinstance(zero, bool) or not isinstance(zero, int) or not 0 <= zero < res:
-                raise CalibrationError(f"{p}: joint {j.name!r}: zero_ticks {zero!r} not in 0..{res - 1}; {fix}")
+                raise CalibrationError(
+                    f"{p}: joint {j.name!r}: zero_ticks {zero!r} not in 0..{res - 1}; {fix}"
+                )
             if sign not in (1, -1) or isinstance(sign, bool):
                 raise CalibrationError(f"{p}: joint {j.name!r}: sign {sign!r} must be 1 or -1; {fix}")
             joints[j.name] = JointCalibration(int(zero), int(sign))
@@ -187,7 +195,12 @@ class Calibration:
         if not (math.isfinite(op) and math.isfinite(cl)) or op == cl:
             raise CalibrationError(f"{p}: gripper open_rad and closed_rad must differ; {fix}")
         return cls(
-            model.name, joints, op, cl, port_id=str(data.get("port_id", "")), created=str(data.get("created", ""))
+            model.name,
+            joints,
+            op,
+            cl,
+            port_id=str(data.get("port_id", "")),
+            created=str(data.get("created", "")),
         )
 
 

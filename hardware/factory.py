@@ -97,21 +97,46 @@ def make_arm(rig: RigConfig, name: str, use_mock: bool, clock: Clock | None = No
         port_handler = fake.port_handler(slot.port or f"fake:{name}")
         path = calibration_path(rig, slot, mock=True)
         calibration = None if path.is_file() else Calibration.nominal_for(model)
-        bus = MotorBus(slot.port or f"fake:{name}", slot.baudrate, _motors(model), label=name,
-                       port_handler=port_handler, clock=clock)
-        arm = DynamixelArm(name, slot.role, model, bus, rate_hz=rig.control_rate_hz, calibration=calibration,
-                           calibration_path=path, calibrate_hint=calibrate_command(rig, name, mock=True),
-                           on_disconnect=slot.on_disconnect, clock=clock)
+        bus = MotorBus(
+            slot.port or f"fake:{name}",
+            slot.baudrate,
+            _motors(model),
+            label=name,
+            port_handler=port_handler,
+            clock=clock,
+        )
+        arm = DynamixelArm(
+            name,
+            slot.role,
+            model,
+            bus,
+            rate_hz=rig.control_rate_hz,
+            calibration=calibration,
+            calibration_path=path,
+            calibrate_hint=calibrate_command(rig, name, mock=True),
+            on_disconnect=slot.on_disconnect,
+            clock=clock,
+        )
         arm.fake_bus = fake  # the simulated servos, for demos and tests to inspect
         return arm
     if not slot.port:
-        raise DuetError(f"rig {rig.name!r} arm {name!r}: no port set; put its /dev/serial/by-id/... path in the rig")
+        raise DuetError(
+            f"rig {rig.name!r} arm {name!r}: no port set; put its /dev/serial/by-id/... path in the rig"
+        )
     if slot.fault_scenario:
         log.warning("arm %s: fault_scenario %r ignored (real hardware)", name, slot.fault_scenario)
     bus = MotorBus(slot.port, slot.baudrate, _motors(model), label=name, clock=clock)
-    return DynamixelArm(name, slot.role, model, bus, rate_hz=rig.control_rate_hz,
-                        calibration_path=calibration_path(rig, slot), calibrate_hint=calibrate_command(rig, name),
-                        on_disconnect=slot.on_disconnect, clock=clock)
+    return DynamixelArm(
+        name,
+        slot.role,
+        model,
+        bus,
+        rate_hz=rig.control_rate_hz,
+        calibration_path=calibration_path(rig, slot),
+        calibrate_hint=calibrate_command(rig, name),
+        on_disconnect=slot.on_disconnect,
+        clock=clock,
+    )
 
 
 def make_camera(rig: RigConfig, name: str, use_mock: bool, clock: Clock | None = None) -> Camera:

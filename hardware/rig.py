@@ -51,7 +51,9 @@ class CameraSlot:
         "",
         help="mock backend only: comma-separated faults, e.g. stall_at_2s:1.5, disconnect_at_2s:1, drop_5pct",
     )
-    jpeg: bool = field(False, help="opencv: request MJPG from the UVC device and keep the JPEG bytes in Frame.jpeg")
+    jpeg: bool = field(
+        False, help="opencv: request MJPG from the UVC device and keep the JPEG bytes in Frame.jpeg"
+    )
 
     def __post_init__(self):
         if self.width <= 0 or self.height <= 0 or self.fps <= 0:
@@ -62,7 +64,8 @@ class CameraSlot:
 class RigConfig:
     name: str = field("aloha", help="rig name, recorded with every episode")
     control_rate_hz: float = field(
-        50.0, help="control loop rate, Hz: the one source of every loop's rate (rate_hz 0 = this; resolve_rate)"
+        50.0,
+        help="control loop rate, Hz: the one source of every loop's rate (rate_hz 0 = this; resolve_rate)",
     )
     mock_backend: Literal["mock", "sim"] = field("mock", help="what use_mock_hardware selects")
     sim_task: str = field("transfer_cube", help="sim backend only: task scene (transfer_cube, insertion)")
@@ -86,21 +89,27 @@ class RigConfig:
                 if n not in arms:
                     raise ConfigError(f"rig {self.name!r}: pair names unknown arm {n!r}")
                 if arms[n].role != role:
-                    raise ConfigError(f"rig {self.name!r}: {n!r} is paired as {role} but has role {arms[n].role}")
+                    raise ConfigError(
+                        f"rig {self.name!r}: {n!r} is paired as {role} but has role {arms[n].role}"
+                    )
 
     def resolve_rate(self, rate_hz: float) -> float:
         """A loop's rate from its ``rate_hz`` field: 0 (every such field's default: teleop, the
         policy server, the recorder, the arm node, eval) = this rig's control_rate_hz; > 0 overrides it."""
         if rate_hz < 0:
-            raise ConfigError(f"rate_hz {rate_hz:g} < 0: give a rate in Hz, or 0 for rig {self.name!r}'s "
-                              f"control_rate_hz ({self.control_rate_hz:g})")
+            raise ConfigError(
+                f"rate_hz {rate_hz:g} < 0: give a rate in Hz, or 0 for rig {self.name!r}'s "
+                f"control_rate_hz ({self.control_rate_hz:g})"
+            )
         return float(rate_hz) if rate_hz > 0 else float(self.control_rate_hz)
 
     def arm(self, name: str) -> ArmSlot:
         for a in self.arms:
             if a.name == name:
                 return a
-        raise ConfigError(f"rig {self.name!r}: no arm named {name!r} (have {', '.join(a.name for a in self.arms)})")
+        raise ConfigError(
+            f"rig {self.name!r}: no arm named {name!r} (have {', '.join(a.name for a in self.arms)})"
+        )
 
     def camera(self, name: str) -> CameraSlot:
         for c in self.cameras:

@@ -43,8 +43,10 @@ class SafetyLimits:
     def __post_init__(self):
         lo, hi, st = (np.asarray(a, dtype=np.float64) for a in (self.lower, self.upper, self.max_step))
         if not (lo.ndim == 1 and lo.shape == hi.shape == st.shape):
-            raise ValueError(f"SafetyLimits: lower, upper, max_step must be (n,) arrays, got {lo.shape}, "
-                             f"{hi.shape}, {st.shape}")
+            raise ValueError(
+                f"SafetyLimits: lower, upper, max_step must be (n,) arrays, got {lo.shape}, "
+                f"{hi.shape}, {st.shape}"
+            )
         if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(lo <= hi)):
             raise ValueError("SafetyLimits: need finite lower <= upper")
         if not (np.all(np.isfinite(st)) and np.all(st > 0)):
@@ -119,7 +121,9 @@ def limit_fault(targets, limits: SafetyLimits, margin) -> LimitFault | None:
     scalar or (n,), >= 0. Pure; raises ValueError for a wrong width."""
     t = np.asarray(targets, dtype=np.float64)
     if t.ndim not in (1, 2) or t.shape[-1] != limits.n:
-        raise ValueError(f"limit_fault: targets of shape {t.shape}, expected (m, {limits.n}) for {limits.n} joints")
+        raise ValueError(
+            f"limit_fault: targets of shape {t.shape}, expected (m, {limits.n}) for {limits.n} joints"
+        )
     t = t.reshape(-1, limits.n)
     bad = ~np.isfinite(t)
     if bad.any():

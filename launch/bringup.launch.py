@@ -1,6 +1,6 @@
 """Every arm and camera of the rig.
 
-    ros2 launch launch/bringup.launch.py use_mock_hardware:=true config:=aloha
+ros2 launch launch/bringup.launch.py use_mock_hardware:=true config:=aloha
 """
 
 from pathlib import Path

@@ -1,7 +1,7 @@
 """Bringup (every arm and camera) + the teleop node: leaders drive followers at 50 Hz.
 
-    ros2 launch launch/teleop.launch.py use_mock_hardware:=true
-    ros2 service call /teleop/start std_srvs/srv/Trigger
+ros2 launch launch/teleop.launch.py use_mock_hardware:=true
+ros2 service call /teleop/start std_srvs/srv/Trigger
 """
 
 from pathlib import Path

@@ -43,7 +43,9 @@ class ACTConfig(PolicyConfigBase):
     dim_feedforward: int = field(3200, "transformer feed-forward width")
     n_heads: int = field(8, "attention heads")
     n_encoder_layers: int = field(4, "transformer encoder layers")
-    n_decoder_layers: int = field(1, "transformer decoder layers (the reference code configured 7 but used only the first)")
+    n_decoder_layers: int = field(
+        1, "transformer decoder layers (the reference code configured 7 but used only the first)"
+    )
     n_vae_encoder_layers: int = field(4, "CVAE encoder layers")
     latent_dim: int = field(32, "CVAE latent (style variable) size")
     use_vae: bool = field(True, "train with the CVAE encoder (false: deterministic, z = 0)")
@@ -58,8 +60,16 @@ class ACTConfig(PolicyConfigBase):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("chunk_size", "n_action_steps", "hidden_dim", "dim_feedforward", "n_heads",
-                     "n_encoder_layers", "n_decoder_layers", "latent_dim"):
+        for name in (
+            "chunk_size",
+            "n_action_steps",
+            "hidden_dim",
+            "dim_feedforward",
+            "n_heads",
+            "n_encoder_layers",
+            "n_decoder_layers",
+            "latent_dim",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.n_vae_encoder_layers < 1 and self.use_vae:
@@ -67,7 +77,9 @@ class ACTConfig(PolicyConfigBase):
         if self.n_action_steps > self.chunk_size:
             raise ConfigError(f"n_action_steps {self.n_action_steps} exceeds chunk_size {self.chunk_size}")
         if self.hidden_dim % self.n_heads or self.hidden_dim % 2:
-            raise ConfigError(f"hidden_dim {self.hidden_dim} must be even and divisible by n_heads {self.n_heads}")
+            raise ConfigError(
+                f"hidden_dim {self.hidden_dim} must be even and divisible by n_heads {self.n_heads}"
+            )
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.kl_weight < 0:
@@ -81,7 +93,9 @@ class ACTConfig(PolicyConfigBase):
 # ---------------------------------------------------------------------------- building blocks
 
 
-def sine_position_2d(h: int, w: int, dim: int, device: torch.device, temperature: float = 10000.0) -> torch.Tensor:
+def sine_position_2d(
+    h: int, w: int, dim: int, device: torch.device, temperature: float = 10000.0
+) -> torch.Tensor:
     """DETR-style normalized 2D sinusoidal embedding: (h*w, dim), first half y, second half x."""
     npf = dim // 2
     y = torch.arange(1, h + 1, device=device, dtype=torch.float32)[:, None].expand(h, w)
@@ -131,10 +145,14 @@ class DecoderLayer(nn.Module):
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mem: torch.Tensor, mem_pos: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mem: torch.Tensor, mem_pos: torch.Tensor, query_pos: torch.Tensor
+    ) -> torch.Tensor:
         q = x + query_pos
         x = self.norm1(x + self.drop(self.self_attn(q, q, x, need_weights=False)[0]))
-        x = self.norm2(x + self.drop(self.cross_attn(x + query_pos, mem + mem_pos, mem, need_weights=False)[0]))
+        x = self.norm2(
+            x + self.drop(self.cross_attn(x + query_pos, mem + mem_pos, mem, need_weights=False)[0])
+        )
         return self.norm3(x + self.drop(self.linear2(self.drop(F.relu(self.linear1(x))))))
 
 
@@ -156,10 +174,14 @@ class ACTModel(nn.Module):
         self.latent_out_proj = nn.Linear(cfg.latent_dim, d)
         self.extra_pos = nn.Embedding(2, d)  # positions of the latent and state tokens
         self.camera_embed = nn.Embedding(len(cfg.camera_names), d) if cfg.camera_embedding else None
-        self.encoder = nn.ModuleList(EncoderLayer(d, cfg.n_heads, cfg.dim_feedforward, cfg.dropout)
-                                     for _ in range(cfg.n_encoder_layers))
-        self.decoder = nn.ModuleList(DecoderLayer(d, cfg.n_heads, cfg.dim_feedforward, cfg.dropout)
-                                     for _ in range(cfg.n_decoder_layers))
+        self.encoder = nn.ModuleList(
+            EncoderLayer(d, cfg.n_heads, cfg.dim_feedforward, cfg.dropout)
+            for _ in range(cfg.n_encoder_layers)
+        )
+        self.decoder = nn.ModuleList(
+            DecoderLayer(d, cfg.n_heads, cfg.dim_feedforward, cfg.dropout)
+            for _ in range(cfg.n_decoder_layers)
+        )
         self.decoder_norm = nn.LayerNorm(d)
         self.query_embed = nn.Embedding(cfg.chunk_size, d)
         self.action_head = nn.Linear(d, cfg.action_dim)
@@ -167,8 +189,10 @@ class ACTModel(nn.Module):
             self.vae_cls = nn.Embedding(1, d)
             self.vae_state_proj = nn.Linear(cfg.state_dim, d)
             self.vae_action_proj = nn.Linear(cfg.action_dim, d)
-            self.vae_encoder = nn.ModuleList(EncoderLayer(d, cfg.n_heads, cfg.dim_feedforward, cfg.dropout)
-                                             for _ in range(cfg.n_vae_encoder_layers))
+            self.vae_encoder = nn.ModuleList(
+                EncoderLayer(d, cfg.n_heads, cfg.dim_feedforward, cfg.dropout)
+                for _ in range(cfg.n_vae_encoder_layers)
+            )
             self.vae_latent_proj = nn.Linear(d, 2 * cfg.latent_dim)
             self.register_buffer("vae_pos", sine_position_1d(cfg.chunk_size + 2, d)[None], persistent=False)
         for name, p in self.named_parameters():
@@ -177,8 +201,14 @@ class ACTModel(nn.Module):
 
     def encode_latent(self, state: torch.Tensor, actions: torch.Tensor, is_pad: torch.Tensor):
         b = state.shape[0]
-        tokens = torch.cat([self.vae_cls.weight[None].expand(b, -1, -1), self.vae_state_proj(state)[:, None],
-                            self.vae_action_proj(actions)], dim=1)
+        tokens = torch.cat(
+            [
+                self.vae_cls.weight[None].expand(b, -1, -1),
+                self.vae_state_proj(state)[:, None],
+                self.vae_action_proj(actions),
+            ],
+            dim=1,
+        )
         pad = torch.cat([torch.zeros(b, 2, dtype=torch.bool, device=state.device), is_pad], dim=1)
         x = tokens
         pos = self.vae_pos[:, : x.shape[1]].to(x.dtype)
@@ -187,8 +217,13 @@ class ACTModel(nn.Module):
         mu, logvar = self.vae_latent_proj(x[:, 0]).chunk(2, dim=-1)
         return mu, logvar
 
-    def forward(self, state: torch.Tensor, images: torch.Tensor, actions: torch.Tensor | None = None,
-                is_pad: torch.Tensor | None = None):
+    def forward(
+        self,
+        state: torch.Tensor,
+        images: torch.Tensor,
+        actions: torch.Tensor | None = None,
+        is_pad: torch.Tensor | None = None,
+    ):
         b, n_cam = images.shape[:2]
         d = self.cfg.hidden_dim
         mu = logvar = None
@@ -206,7 +241,9 @@ class ACTModel(nn.Module):
         pos = sine_position_2d(fh, fw, d, feats.device)[None].expand(n_cam, -1, -1)  # (n_cam, fh*fw, d)
         if self.camera_embed is not None:
             pos = pos + self.camera_embed.weight[:, None, :]
-        pos = torch.cat([self.extra_pos.weight, pos.reshape(n_cam * fh * fw, d)], dim=0)[None].to(img_tokens.dtype)
+        pos = torch.cat([self.extra_pos.weight, pos.reshape(n_cam * fh * fw, d)], dim=0)[None].to(
+            img_tokens.dtype
+        )
 
         x = torch.cat([self.latent_out_proj(z)[:, None], self.state_proj(state)[:, None], img_tokens], dim=1)
         for layer in self.encoder:
@@ -249,8 +286,10 @@ class ACTPolicy(BasePolicy):
         k = self.config.chunk_size
         actions, pad = nbatch["action"][:, :k], nbatch["action_is_pad"][:, :k]
         if actions.shape[1] < k:
-            raise ConfigError(f"batches hold {actions.shape[1]} actions but chunk_size is {k}: "
-                              f"sample the dataset with horizon >= {k}")
+            raise ConfigError(
+                f"batches hold {actions.shape[1]} actions but chunk_size is {k}: "
+                f"sample the dataset with horizon >= {k}"
+            )
         pred, mu, logvar = self.act(nbatch["state"][:, -1], nbatch["images"][:, -1], actions, pad)
         valid = (~pad).unsqueeze(-1).to(pred.dtype)
         l1 = ((pred.float() - actions).abs() * valid).sum() / (valid.sum() * actions.shape[-1]).clamp_min(1)

@@ -123,8 +123,9 @@ class ResNet18(nn.Module):
     layer3: nn.Sequential
     layer4: nn.Sequential
 
-    def __init__(self, norm: NormKind = "frozen_bn", width: int = 64, with_fc: bool = False,
-                 num_classes: int = 1000):
+    def __init__(
+        self, norm: NormKind = "frozen_bn", width: int = 64, with_fc: bool = False, num_classes: int = 1000
+    ):
         super().__init__()
         if width < 1:
             raise DuetError(f"backbone width {width} must be >= 1 (64 is ResNet18)")
@@ -138,7 +139,11 @@ class ResNet18(nn.Module):
         cin = width
         for i, c in enumerate(chans):
             stride = 1 if i == 0 else 2
-            setattr(self, f"layer{i + 1}", nn.Sequential(BasicBlock(cin, c, stride, norm), BasicBlock(c, c, 1, norm)))
+            setattr(
+                self,
+                f"layer{i + 1}",
+                nn.Sequential(BasicBlock(cin, c, stride, norm), BasicBlock(c, c, 1, norm)),
+            )
             cin = c
         self.out_channels = chans[-1]
         self.fc: nn.Linear | None = nn.Linear(chans[-1], num_classes) if with_fc else None
@@ -176,8 +181,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             sd = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any parse failure is a user-fixable bad file
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DuetError(f"backbone weights {p}: cannot be read ({first}); "
-                        "export a plain state dict (safetensors or torch.save(model.state_dict()))") from None
+        raise DuetError(
+            f"backbone weights {p}: cannot be read ({first}); "
+            "export a plain state dict (safetensors or torch.save(model.state_dict()))"
+        ) from None
     if isinstance(sd, Mapping) and "state_dict" in sd and isinstance(sd["state_dict"], Mapping):
         sd = sd["state_dict"]
     if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
@@ -198,8 +205,10 @@ def load_backbone_weights(model: ResNet18, source: str | Path | Mapping[str, tor
     own = model.state_dict()
     why = state_dict_mismatch(own, sd, unexpected=False)
     if why:
-        raise DuetError(f"backbone weights {where}: {why}; expected a torchvision resnet18 state dict "
-                        f"(width {model.width})")
+        raise DuetError(
+            f"backbone weights {where}: {why}; expected a torchvision resnet18 state dict "
+            f"(width {model.width})"
+        )
     with torch.no_grad():
         for k, v in own.items():
             v.copy_(sd[k].to(v.dtype))

@@ -28,22 +28,36 @@ from duet.policy.normalize import Normalizer
 
 @dataclass
 class PolicyConfigBase:
-    camera_names: tuple[str, ...] = field((), "cameras the policy looks at, in order (empty: all cameras of the dataset)")
+    camera_names: tuple[str, ...] = field(
+        (), "cameras the policy looks at, in order (empty: all cameras of the dataset)"
+    )
     state_dim: int = field(0, "length of observation.state (0: taken from the dataset)")
     action_dim: int = field(0, "length of an action (0: taken from the dataset)")
     control_dt: float = field(0.02, "seconds between consecutive actions of a chunk (1/50 Hz)")
-    image_size: tuple[int, int] | None = field(None, "resize camera images to [H, W] before the backbone (null: as recorded)")
-    crop_ratio: float = field(1.0, "crop this fraction of H and W: random crop when training, center crop at inference (1: no crop)")
-    random_shift: int = field(0, "training augmentation: shift images by up to this many pixels (replicate padding; 0: off)")
-    backbone_norm: Literal["frozen_bn", "bn", "group_norm"] = field("frozen_bn", "ResNet18 normalization layers")
+    image_size: tuple[int, int] | None = field(
+        None, "resize camera images to [H, W] before the backbone (null: as recorded)"
+    )
+    crop_ratio: float = field(
+        1.0, "crop this fraction of H and W: random crop when training, center crop at inference (1: no crop)"
+    )
+    random_shift: int = field(
+        0, "training augmentation: shift images by up to this many pixels (replicate padding; 0: off)"
+    )
+    backbone_norm: Literal["frozen_bn", "bn", "group_norm"] = field(
+        "frozen_bn", "ResNet18 normalization layers"
+    )
     backbone_width: int = field(64, "ResNet18 base width (64: the standard ResNet18; smaller only for tests)")
-    backbone_weights: str | None = field(None, "torchvision-format resnet18 weights (.safetensors or .pth) to start from (null: random init)")
+    backbone_weights: str | None = field(
+        None, "torchvision-format resnet18 weights (.safetensors or .pth) to start from (null: random init)"
+    )
     batch_size: int = field(8, "training batch size per process")
     lr: float = field(1e-5, "AdamW learning rate")
     lr_backbone: float = field(1e-5, "AdamW learning rate for the image backbone")
     weight_decay: float = field(1e-4, "AdamW weight decay")
     adam_betas: tuple[float, float] = field((0.9, 0.999), "AdamW betas")
-    lr_schedule: Literal["constant", "cosine"] = field("constant", "learning-rate schedule over the training steps")
+    lr_schedule: Literal["constant", "cosine"] = field(
+        "constant", "learning-rate schedule over the training steps"
+    )
     warmup_steps: int = field(0, "linear learning-rate warm-up steps")
 
     def __post_init__(self) -> None:
@@ -73,8 +87,10 @@ class PolicyConfigBase:
     def require_shapes(self) -> None:
         """Raise unless the data-dependent fields were filled (by the trainer, from the dataset)."""
         if not self.camera_names or self.state_dim < 1 or self.action_dim < 1:
-            raise ConfigError("policy config needs camera_names, state_dim and action_dim "
-                              "(the trainer fills them from the dataset; set them when building by hand)")
+            raise ConfigError(
+                "policy config needs camera_names, state_dim and action_dim "
+                "(the trainer fills them from the dataset; set them when building by hand)"
+            )
 
 
 class ImagePipeline(nn.Module):
@@ -95,23 +111,33 @@ class ImagePipeline(nn.Module):
         if self.crop_ratio < 1.0:
             ch, cw = max(1, round(h * self.crop_ratio)), max(1, round(w * self.crop_ratio))
             if self.training:
-                x = _batched_crop(x, ch, cw, torch.randint(0, h - ch + 1, (x.shape[0],)),
-                                  torch.randint(0, w - cw + 1, (x.shape[0],)))
+                x = _batched_crop(
+                    x,
+                    ch,
+                    cw,
+                    torch.randint(0, h - ch + 1, (x.shape[0],)),
+                    torch.randint(0, w - cw + 1, (x.shape[0],)),
+                )
             else:
                 top, left = (h - ch) // 2, (w - cw) // 2
-                x = x[..., top:top + ch, left:left + cw]
+                x = x[..., top : top + ch, left : left + cw]
         if self.training and self.random_shift > 0:
             s = self.random_shift
             h, w = x.shape[-2:]
             x = F.pad(x, (s, s, s, s), mode="replicate")
-            x = _batched_crop(x, h, w, torch.randint(0, 2 * s + 1, (x.shape[0],)),
-                              torch.randint(0, 2 * s + 1, (x.shape[0],)))
+            x = _batched_crop(
+                x,
+                h,
+                w,
+                torch.randint(0, 2 * s + 1, (x.shape[0],)),
+                torch.randint(0, 2 * s + 1, (x.shape[0],)),
+            )
         return x
 
 
 def _batched_crop(x: torch.Tensor, h: int, w: int, tops: torch.Tensor, lefts: torch.Tensor) -> torch.Tensor:
-    rows = (tops.to(x.device)[:, None] + torch.arange(h, device=x.device)[None])  # (N, h)
-    cols = (lefts.to(x.device)[:, None] + torch.arange(w, device=x.device)[None])  # (N, w)
+    rows = tops.to(x.device)[:, None] + torch.arange(h, device=x.device)[None]  # (N, h)
+    cols = lefts.to(x.device)[:, None] + torch.arange(w, device=x.device)[None]  # (N, w)
     n = torch.arange(x.shape[0], device=x.device)[:, None, None]
     # (N, C, H, W) -> (N, H, W, C) so advanced indexing keeps channels last, then back.
     out = x.permute(0, 2, 3, 1)[n, rows[:, :, None], cols[:, None, :]]
@@ -136,7 +162,8 @@ class BasePolicy(nn.Module):
         if self.normalizer.state_dim != config.state_dim or self.normalizer.action_dim != config.action_dim:
             raise DuetError(
                 f"statistics are for state {self.normalizer.state_dim} / action {self.normalizer.action_dim} dims, "
-                f"config says {config.state_dim} / {config.action_dim}: recompute stats for this dataset")
+                f"config says {config.state_dim} / {config.action_dim}: recompute stats for this dataset"
+            )
         self.images = ImagePipeline(config)
         self._obs_queue: deque[dict[str, np.ndarray]] = deque(maxlen=self.n_obs_steps)
         self.autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16 for inference
@@ -209,20 +236,24 @@ class BasePolicy(nn.Module):
         for cam in self.camera_names:
             key = image_key(cam)
             if key not in batch:
-                raise DuetError(f"observation lacks {key!r}: the policy was trained on cameras {list(self.camera_names)}")
+                raise DuetError(
+                    f"observation lacks {key!r}: the policy was trained on cameras {list(self.camera_names)}"
+                )
             img = torch.as_tensor(batch[key], device=self.device)
             if img.ndim == 4:  # (B, H, W, 3)
                 img = img[:, None]
             img = img[:, -t:]
             cams.append(self.images(img.reshape(-1, *img.shape[2:]), self.normalizer))
         images = torch.stack(cams, dim=1)  # (B*t, n_cam, 3, h, w)
-        out = {"state": self.normalizer.state(state),
-               "images": images.reshape(b, t, *images.shape[1:])}
+        out = {"state": self.normalizer.state(state), "images": images.reshape(b, t, *images.shape[1:])}
         if ACTION in batch:
             out["action"] = self.normalizer.action(torch.as_tensor(batch[ACTION], device=self.device).float())
             pad = batch.get(ACTION_IS_PAD)
-            out["action_is_pad"] = (torch.zeros(out["action"].shape[:2], dtype=torch.bool, device=self.device)
-                                    if pad is None else torch.as_tensor(pad, device=self.device).bool())
+            out["action_is_pad"] = (
+                torch.zeros(out["action"].shape[:2], dtype=torch.bool, device=self.device)
+                if pad is None
+                else torch.as_tensor(pad, device=self.device).bool()
+            )
         return out
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -237,9 +268,16 @@ class BasePolicy(nn.Module):
         start the first observation is repeated), and return arrays with the n_obs dim."""
         state = np.asarray(obs[STATE])
         if state.ndim == 2 and state.shape[0] >= self.n_obs_steps:
-            return {k: np.asarray(v)[-self.n_obs_steps:] for k, v in obs.items() if k == STATE or k.startswith(IMAGE_PREFIX)}
-        step = {k: (np.asarray(v)[-1] if np.asarray(v).ndim == (2 if k == STATE else 4) else np.asarray(v))
-                for k, v in obs.items() if k == STATE or k.startswith(IMAGE_PREFIX)}
+            return {
+                k: np.asarray(v)[-self.n_obs_steps :]
+                for k, v in obs.items()
+                if k == STATE or k.startswith(IMAGE_PREFIX)
+            }
+        step = {
+            k: (np.asarray(v)[-1] if np.asarray(v).ndim == (2 if k == STATE else 4) else np.asarray(v))
+            for k, v in obs.items()
+            if k == STATE or k.startswith(IMAGE_PREFIX)
+        }
         if not self._obs_queue:
             self._obs_queue.extend([step] * self.n_obs_steps)
         else:
@@ -256,12 +294,15 @@ class BasePolicy(nn.Module):
         self.eval()
         try:
             dev = self.device.type
-            ctx = (torch.autocast(dev, dtype=self.autocast_dtype) if self.autocast_dtype is not None
-                   else contextlib.nullcontext())
+            ctx = (
+                torch.autocast(dev, dtype=self.autocast_dtype)
+                if self.autocast_dtype is not None
+                else contextlib.nullcontext()
+            )
             with ctx:
                 nbatch = self.normalize_batch(batch)
                 actions = self.sample_actions(nbatch)
-            actions = self.normalizer.unaction(actions.float())[0, self.chunk_start:]
+            actions = self.normalizer.unaction(actions.float())[0, self.chunk_start :]
         finally:
             self.train(was_training)
         return ActionChunk(actions=actions.cpu().numpy().astype(np.float32), t_rel=self.action_times())

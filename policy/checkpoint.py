@@ -52,7 +52,9 @@ def _contiguous(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
 
 
-def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+def save_tensors(
+    path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
     from safetensors.torch import save_file
 
     save_file(_contiguous(tensors), str(path), metadata=metadata)
@@ -62,13 +64,17 @@ def load_tensors(path: Path, ckpt: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {ckpt}: {path.name} is missing (copy the whole checkpoint directory)")
+        raise CheckpointError(
+            f"checkpoint {ckpt}: {path.name} is missing (copy the whole checkpoint directory)"
+        )
     try:
         return load_file(str(path))
     except Exception as e:  # noqa: BLE001 - any parse failure means a damaged file
         first = (str(e).splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(f"checkpoint {ckpt}: {path.name} is not a valid safetensors file ({first}); "
-                              "re-copy the checkpoint or re-run training") from None
+        raise CheckpointError(
+            f"checkpoint {ckpt}: {path.name} is not a valid safetensors file ({first}); "
+            "re-copy the checkpoint or re-run training"
+        ) from None
 
 
 # ---------------------------------------------------------------------------- optimizer <-> safetensors
@@ -100,8 +106,14 @@ def optimizer_from_tensors(tensors: Mapping[str, torch.Tensor], rest: Mapping[st
 # ---------------------------------------------------------------------------- save / load
 
 
-def save_checkpoint(directory: str | Path, policy: Any, *, step: int = 0, extra: dict[str, Any] | None = None,
-                    training: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    directory: str | Path,
+    policy: Any,
+    *,
+    step: int = 0,
+    extra: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
+) -> Path:
     """Write ``policy`` (a BasePolicy) to ``directory``. ``training`` (optional) holds
     {"optimizer": state_dict, "rng": {name: uint8 tensor}, "state": JSON-able dict}."""
     from duet.config import to_dict
@@ -126,7 +138,11 @@ def save_checkpoint(directory: str | Path, policy: Any, *, step: int = 0, extra:
         save_tensors(tmp / TRAINING / "rng.safetensors", training.get("rng", {}))
         state = {**training.get("state", {}), "optimizer": opt_rest}
         (tmp / TRAINING / "state.json").write_text(json.dumps(state, indent=1))
-        files += [f"{TRAINING}/optimizer.safetensors", f"{TRAINING}/rng.safetensors", f"{TRAINING}/state.json"]
+        files += [
+            f"{TRAINING}/optimizer.safetensors",
+            f"{TRAINING}/rng.safetensors",
+            f"{TRAINING}/state.json",
+        ]
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -161,12 +177,18 @@ def read_meta(directory: str | Path, verify: bool = True) -> dict[str, Any]:
     try:
         meta = json.loads(cfg.read_text())
     except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"checkpoint {d}: {CONFIG} is not valid JSON ({e}); re-copy the checkpoint") from None
+        raise CheckpointError(
+            f"checkpoint {d}: {CONFIG} is not valid JSON ({e}); re-copy the checkpoint"
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {d}: {CONFIG} is not a duet policy checkpoint (no \"format\": \"{FORMAT}\")")
+        raise CheckpointError(
+            f'checkpoint {d}: {CONFIG} is not a duet policy checkpoint (no "format": "{FORMAT}")'
+        )
     if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {d}: format_version {meta.get('format_version')!r} is not supported "
-                              f"(this duet reads {FORMAT_VERSION}); upgrade duet or re-train")
+        raise CheckpointError(
+            f"checkpoint {d}: format_version {meta.get('format_version')!r} is not supported "
+            f"(this duet reads {FORMAT_VERSION}); upgrade duet or re-train"
+        )
     files = meta.get("files")
     if not isinstance(files, dict) or MODEL not in files or STATS not in files:
         raise CheckpointError(f"checkpoint {d}: {CONFIG} lacks the file list; re-save the checkpoint")
@@ -174,15 +196,20 @@ def read_meta(directory: str | Path, verify: bool = True) -> dict[str, Any]:
         for name, digest in files.items():
             p = d / name
             if not p.is_file():
-                raise CheckpointError(f"checkpoint {d}: {name} is missing (copy the whole checkpoint directory)")
+                raise CheckpointError(
+                    f"checkpoint {d}: {name} is missing (copy the whole checkpoint directory)"
+                )
             if sha256(p) != digest:
-                raise CheckpointError(f"checkpoint {d}: {name} does not match its checksum in {CONFIG} "
-                                      "(modified or truncated); re-copy the checkpoint or re-run training")
+                raise CheckpointError(
+                    f"checkpoint {d}: {name} does not match its checksum in {CONFIG} "
+                    "(modified or truncated); re-copy the checkpoint or re-run training"
+                )
     return meta
 
 
-def state_dict_mismatch(own: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor],
-                        unexpected: bool = True) -> str:
+def state_dict_mismatch(
+    own: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor], unexpected: bool = True
+) -> str:
     """The first way `sd` does not fit a module whose state dict is `own`, in words ("" when
     it fits): a key of `own` that `sd` lacks, a key `own` lacks (when `unexpected`), a shape."""
     missing = [k for k in own if k not in sd]
@@ -197,12 +224,15 @@ def state_dict_mismatch(own: Mapping[str, torch.Tensor], sd: Mapping[str, torch.
     return ""
 
 
-def load_state_checked(module: torch.nn.Module, sd: Mapping[str, torch.Tensor], file: str, ckpt: Path) -> None:
+def load_state_checked(
+    module: torch.nn.Module, sd: Mapping[str, torch.Tensor], file: str, ckpt: Path
+) -> None:
     """Strict load with one-line errors naming the first missing / unexpected / mis-shaped tensor."""
     why = state_dict_mismatch(module.state_dict(), sd)
     if why:
-        raise CheckpointError(f"checkpoint {ckpt}: {file}: {why}; the file does not match config.json: "
-                              "re-save or re-train")
+        raise CheckpointError(
+            f"checkpoint {ckpt}: {file}: {why}; the file does not match config.json: re-save or re-train"
+        )
     module.load_state_dict(dict(sd), strict=True)
 
 
@@ -212,8 +242,10 @@ def read_training_state(directory: str | Path) -> dict[str, Any]:
     meta = read_meta(d)
     t = d / TRAINING
     if f"{TRAINING}/state.json" not in meta["files"]:
-        raise CheckpointError(f"checkpoint {d}: has no {TRAINING}/ state (an inference-only export); "
-                              "resume from a checkpoint written by `duet train`")
+        raise CheckpointError(
+            f"checkpoint {d}: has no {TRAINING}/ state (an inference-only export); "
+            "resume from a checkpoint written by `duet train`"
+        )
     state = json.loads((t / "state.json").read_text())
     opt_rest = state.pop("optimizer")
     opt = optimizer_from_tensors(load_tensors(t / "optimizer.safetensors", d), opt_rest)

@@ -44,7 +44,9 @@ from duet.policy.base import BasePolicy, PolicyConfigBase
 class DiffusionConfig(PolicyConfigBase):
     n_obs_steps: int = field(2, "observations the policy conditions on (the latest ones)")
     horizon: int = field(16, "actions per predicted chunk (divisible by 2**(len(down_dims)-1))")
-    n_action_steps: int = field(8, "actions executed per chunk before predicting again (<= horizon - n_obs_steps + 1)")
+    n_action_steps: int = field(
+        8, "actions executed per chunk before predicting again (<= horizon - n_obs_steps + 1)"
+    )
     down_dims: tuple[int, ...] = field((512, 1024, 2048), "U-Net channels per level")
     kernel_size: int = field(5, "U-Net temporal convolution kernel size")
     n_groups: int = field(8, "GroupNorm groups in the U-Net")
@@ -58,40 +60,63 @@ class DiffusionConfig(PolicyConfigBase):
     beta_end: float = field(0.02, "last beta of the linear schedule")
     prediction_type: Literal["epsilon", "sample"] = field("epsilon", "what the network predicts")
     num_inference_steps: int = field(10, "DDIM sampling steps (3-16 are practical)")
-    clip_sample: float | None = field(4.0, "clip the predicted clean actions to +-this (normalized units, std); null: off")
+    clip_sample: float | None = field(
+        4.0, "clip the predicted clean actions to +-this (normalized units, std); null: off"
+    )
     mask_padding_loss: bool = field(False, "exclude padded actions (past an episode's end) from the loss")
     use_ema: bool = field(True, "keep an exponential moving average of the weights for inference")
     ema_power: float = field(0.75, "EMA warm-up power: decay = 1 - (1 + step)^-power")
     ema_max_decay: float = field(0.9999, "EMA decay ceiling")
     # Paper defaults for the optimizer and images, replacing the shared (ACT) defaults.
-    backbone_norm: Literal["frozen_bn", "bn", "group_norm"] = field("group_norm", "ResNet18 normalization layers")
-    crop_ratio: float = field(0.9, "crop this fraction of H and W: random crop when training, center crop at inference (1: no crop)")
+    backbone_norm: Literal["frozen_bn", "bn", "group_norm"] = field(
+        "group_norm", "ResNet18 normalization layers"
+    )
+    crop_ratio: float = field(
+        0.9, "crop this fraction of H and W: random crop when training, center crop at inference (1: no crop)"
+    )
     batch_size: int = field(64, "training batch size per process")
     lr: float = field(1e-4, "AdamW learning rate")
     lr_backbone: float = field(1e-4, "AdamW learning rate for the image backbones")
     weight_decay: float = field(1e-6, "AdamW weight decay")
     adam_betas: tuple[float, float] = field((0.95, 0.999), "AdamW betas")
-    lr_schedule: Literal["constant", "cosine"] = field("cosine", "learning-rate schedule over the training steps")
+    lr_schedule: Literal["constant", "cosine"] = field(
+        "cosine", "learning-rate schedule over the training steps"
+    )
     warmup_steps: int = field(500, "linear learning-rate warm-up steps")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("n_obs_steps", "horizon", "n_action_steps", "kernel_size", "n_groups",
-                     "diffusion_step_embed_dim", "spatial_softmax_keypoints", "image_feature_dim",
-                     "num_train_timesteps", "num_inference_steps"):
+        for name in (
+            "n_obs_steps",
+            "horizon",
+            "n_action_steps",
+            "kernel_size",
+            "n_groups",
+            "diffusion_step_embed_dim",
+            "spatial_softmax_keypoints",
+            "image_feature_dim",
+            "num_train_timesteps",
+            "num_inference_steps",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.down_dims or min(self.down_dims) < 1:
-            raise ConfigError(f"down_dims must be a non-empty list of positive ints, got {list(self.down_dims)}")
+            raise ConfigError(
+                f"down_dims must be a non-empty list of positive ints, got {list(self.down_dims)}"
+            )
         factor = 2 ** (len(self.down_dims) - 1)
         if self.horizon % factor:
             raise ConfigError(f"horizon {self.horizon} must be divisible by {factor} (2**(len(down_dims)-1))")
         if self.n_action_steps > self.horizon - self.n_obs_steps + 1:
-            raise ConfigError(f"n_action_steps {self.n_action_steps} exceeds horizon - n_obs_steps + 1 = "
-                              f"{self.horizon - self.n_obs_steps + 1} (actions from the last observation on)")
+            raise ConfigError(
+                f"n_action_steps {self.n_action_steps} exceeds horizon - n_obs_steps + 1 = "
+                f"{self.horizon - self.n_obs_steps + 1} (actions from the last observation on)"
+            )
         if self.num_inference_steps > self.num_train_timesteps:
-            raise ConfigError(f"num_inference_steps {self.num_inference_steps} exceeds num_train_timesteps "
-                              f"{self.num_train_timesteps}")
+            raise ConfigError(
+                f"num_inference_steps {self.num_inference_steps} exceeds num_train_timesteps "
+                f"{self.num_train_timesteps}"
+            )
         for d in self.down_dims:
             if d % self.n_groups:
                 raise ConfigError(f"down_dims entry {d} is not divisible by n_groups {self.n_groups}")
@@ -113,10 +138,13 @@ class NoiseSchedule(nn.Module):
         super().__init__()
         t = cfg.num_train_timesteps
         if cfg.beta_schedule == "squaredcos_cap_v2":
+
             def abar(x: float) -> float:
                 return math.cos((x + 0.008) / 1.008 * math.pi / 2) ** 2
-            betas = torch.tensor([min(1 - abar((i + 1) / t) / abar(i / t), 0.999) for i in range(t)],
-                                 dtype=torch.float64)
+
+            betas = torch.tensor(
+                [min(1 - abar((i + 1) / t) / abar(i / t), 0.999) for i in range(t)], dtype=torch.float64
+            )
         else:
             betas = torch.linspace(cfg.beta_start, cfg.beta_end, t, dtype=torch.float64)
         self.num_train_timesteps = t
@@ -160,8 +188,10 @@ class SpatialSoftmax(nn.Module):
         x = self.proj(x)
         b, k, h, w = x.shape
         if h * w == 1:
-            raise DuetError("images this small give a 1x1 feature map: the spatial softmax has nothing to "
-                            "locate (and the backbone gets no gradient); use images (or crops) of >= 64 px")
+            raise DuetError(
+                "images this small give a 1x1 feature map: the spatial softmax has nothing to "
+                "locate (and the backbone gets no gradient); use images (or crops) of >= 64 px"
+            )
         attn = x.flatten(2).float().softmax(-1)  # (B, K, H*W)
         ys = torch.linspace(-1, 1, h, device=x.device)
         xs = torch.linspace(-1, 1, w, device=x.device)
@@ -236,17 +266,30 @@ class ConditionalUnet1D(nn.Module):
         self.down = nn.ModuleList()
         for i, (cin, cout) in enumerate(pairs):
             last = i == len(pairs) - 1
-            self.down.append(nn.ModuleList([
-                CondResBlock1d(cin, cout, cond_dim, k, g, fs), CondResBlock1d(cout, cout, cond_dim, k, g, fs),
-                nn.Conv1d(cout, cout, 3, 2, 1) if not last else nn.Identity()]))
+            self.down.append(
+                nn.ModuleList(
+                    [
+                        CondResBlock1d(cin, cout, cond_dim, k, g, fs),
+                        CondResBlock1d(cout, cout, cond_dim, k, g, fs),
+                        nn.Conv1d(cout, cout, 3, 2, 1) if not last else nn.Identity(),
+                    ]
+                )
+            )
         mid = cfg.down_dims[-1]
-        self.mid = nn.ModuleList([CondResBlock1d(mid, mid, cond_dim, k, g, fs),
-                                  CondResBlock1d(mid, mid, cond_dim, k, g, fs)])
+        self.mid = nn.ModuleList(
+            [CondResBlock1d(mid, mid, cond_dim, k, g, fs), CondResBlock1d(mid, mid, cond_dim, k, g, fs)]
+        )
         self.up = nn.ModuleList()
         for cin, cout in reversed(pairs[1:]):  # one upsampling per downsampling
-            self.up.append(nn.ModuleList([
-                CondResBlock1d(cout * 2, cin, cond_dim, k, g, fs), CondResBlock1d(cin, cin, cond_dim, k, g, fs),
-                nn.ConvTranspose1d(cin, cin, 4, 2, 1)]))
+            self.up.append(
+                nn.ModuleList(
+                    [
+                        CondResBlock1d(cout * 2, cin, cond_dim, k, g, fs),
+                        CondResBlock1d(cin, cin, cond_dim, k, g, fs),
+                        nn.ConvTranspose1d(cin, cin, 4, 2, 1),
+                    ]
+                )
+            )
         start = cfg.down_dims[0]
         self.final = nn.Sequential(Conv1dBlock(start, start, k, g), nn.Conv1d(start, action_dim, 1))
 
@@ -332,16 +375,20 @@ class DiffusionPolicy(BasePolicy):
         n = self.config.n_obs_steps
         state, images = nbatch["state"][:, -n:], nbatch["images"][:, -n:]
         if state.shape[1] < n:
-            raise ConfigError(f"batches hold {state.shape[1]} observation steps but n_obs_steps is {n}: "
-                              f"sample the dataset with n_obs_steps={n}")
+            raise ConfigError(
+                f"batches hold {state.shape[1]} observation steps but n_obs_steps is {n}: "
+                f"sample the dataset with n_obs_steps={n}"
+            )
         return state, images
 
     def compute_loss(self, nbatch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         h = self.config.horizon
         actions, pad = nbatch["action"][:, :h], nbatch["action_is_pad"][:, :h]
         if actions.shape[1] < h:
-            raise ConfigError(f"batches hold {actions.shape[1]} actions but horizon is {h}: "
-                              f"sample the dataset with horizon >= {h}")
+            raise ConfigError(
+                f"batches hold {actions.shape[1]} actions but horizon is {h}: "
+                f"sample the dataset with horizon >= {h}"
+            )
         cond = self.diffusion.global_cond(*self._obs(nbatch))
         noise = torch.randn_like(actions)
         t = torch.randint(0, self.schedule.num_train_timesteps, (actions.shape[0],), device=actions.device)
@@ -355,13 +402,19 @@ class DiffusionPolicy(BasePolicy):
             loss = err.mean()
         return {"loss": loss, "mse": loss.detach()}
 
-    def sample_actions(self, nbatch: dict[str, torch.Tensor], steps: int | None = None,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_actions(
+        self,
+        nbatch: dict[str, torch.Tensor],
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         net = self.ema if self.ema is not None else self.diffusion
         state, images = self._obs(nbatch)
         cond = net.global_cond(state, images)
         b = state.shape[0]
-        x = torch.randn(b, self.config.horizon, self.config.action_dim, device=state.device, generator=generator)
+        x = torch.randn(
+            b, self.config.horizon, self.config.action_dim, device=state.device, generator=generator
+        )
         ts = self.schedule.inference_timesteps(steps or self.config.num_inference_steps)
         for i, t in enumerate(ts):
             t_prev = ts[i + 1] if i + 1 < len(ts) else -1

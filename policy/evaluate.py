@@ -66,24 +66,37 @@ REPORT_VERSION = 1
 class EvalConfig:
     task: str = field("transfer_cube", "sim task: transfer_cube or insertion")
     episodes: int = field(50, "episodes to run")
-    seed: int = field(EVAL_SEED_BASE, "seed of the first episode (then seed+1, ...); the default is disjoint "
-                                      "from `duet sim collect` seeds (which start at 0)")
+    seed: int = field(
+        EVAL_SEED_BASE,
+        "seed of the first episode (then seed+1, ...); the default is disjoint "
+        "from `duet sim collect` seeds (which start at 0)",
+    )
     ticks: int = field(0, "control ticks per episode; 0 = the task's episode length (400 at 50 Hz, as ACT)")
     mode: Literal["async", "ensemble", "receding"] = field("async", "policy-server execution mode")
     latency: Literal["zero", "measured", "fixed"] = field(
-        "zero", "zero: the sim waits for inference (deterministic); measured: the sim runs on for the "
-                "measured inference wall time; fixed: for latency_ms")
+        "zero",
+        "zero: the sim waits for inference (deterministic); measured: the sim runs on for the "
+        "measured inference wall time; fixed: for latency_ms",
+    )
     latency_ms: float = field(0.0, "latency=fixed: emulated inference latency, ms")
     device: str = field("auto", "torch device for the policy: auto (cuda when available), cpu, cuda")
     rig: str = field("aloha_sim", "sim rig (name or YAML): arm and camera names, control rate")
-    camera_size: list[int] = field(factory=list, help="[H, W] of the sim cameras; empty: as in the checkpoint's "
-                                                      "dataset when readable, else the rig's")
-    render_quality: Literal["fast", "full"] = field("fast", "sim render quality; use what the demonstrations "
-                                                            "were recorded with (duet sim collect: fast)")
+    camera_size: list[int] = field(
+        factory=list,
+        help="[H, W] of the sim cameras; empty: as in the checkpoint's dataset when readable, else the rig's",
+    )
+    render_quality: Literal["fast", "full"] = field(
+        "fast", "sim render quality; use what the demonstrations were recorded with (duet sim collect: fast)"
+    )
     videos: int = field(3, "write MP4s of this many first episodes")
-    stop_on_success: bool = field(False, "end an episode once the final stage is reached (saves time; the "
-                                         "result is the same, the video shorter)")
-    server: dict[str, Any] = field(factory=dict, help="policy-server settings (ServerConfig fields) besides mode")
+    stop_on_success: bool = field(
+        False,
+        "end an episode once the final stage is reached (saves time; the "
+        "result is the same, the video shorter)",
+    )
+    server: dict[str, Any] = field(
+        factory=dict, help="policy-server settings (ServerConfig fields) besides mode"
+    )
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -120,7 +133,9 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     return (lo, hi)
 
 
-def stage_rates(max_stages: list[int] | np.ndarray, stage_names: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
+def stage_rates(
+    max_stages: list[int] | np.ndarray, stage_names: tuple[str, ...] | list[str]
+) -> list[dict[str, Any]]:
     """Per stage s (1..len(stage_names)): episodes that reached at least s, rate and 95% CI."""
     ms = np.asarray(max_stages, dtype=np.int64)
     n = len(ms)
@@ -128,8 +143,16 @@ def stage_rates(max_stages: list[int] | np.ndarray, stage_names: tuple[str, ...]
     for s, name in enumerate(stage_names, start=1):
         k = int((ms >= s).sum())
         lo, hi = wilson_interval(k, n)
-        out.append({"stage": s, "name": name, "count": k, "episodes": n, "rate": k / n if n else 0.0,
-                    "ci95": [lo, hi]})
+        out.append(
+            {
+                "stage": s,
+                "name": name,
+                "count": k,
+                "episodes": n,
+                "rate": k / n if n else 0.0,
+                "ci95": [lo, hi],
+            }
+        )
     return out
 
 
@@ -233,7 +256,9 @@ class VideoWriter:
             if im.shape[0] != h:
                 im = cv2.resize(im, (round(im.shape[1] * h / im.shape[0]), h), interpolation=cv2.INTER_AREA)
             if scale > 1:
-                im = cv2.resize(im, (im.shape[1] * scale, im.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
+                im = cv2.resize(
+                    im, (im.shape[1] * scale, im.shape[0] * scale), interpolation=cv2.INTER_NEAREST
+                )
             tiles.append(im)
         frame = np.concatenate(tiles, axis=1)
         bar = np.zeros((24, frame.shape[1], 3), np.uint8)
@@ -303,10 +328,25 @@ class EvalReport:
     def server_summary(self) -> dict[str, Any]:
         """The server's figures over all episodes: counts summed, distributions pooled."""
         eps = [o.server for o in self.outcomes]
-        counts = ("ticks", "executed_ticks", "held_ticks", "deadline_misses", "late_chunks", "queries",
-                  "chunks_received", "chunks_started", "actions_dropped_stale", "invalid_chunks",
-                  "inference_errors", "unsafe_commands", "limit_clamps", "step_clamps", "boundaries",
-                  "limit_faults", "rejected_chunks")
+        counts = (
+            "ticks",
+            "executed_ticks",
+            "held_ticks",
+            "deadline_misses",
+            "late_chunks",
+            "queries",
+            "chunks_received",
+            "chunks_started",
+            "actions_dropped_stale",
+            "invalid_chunks",
+            "inference_errors",
+            "unsafe_commands",
+            "limit_clamps",
+            "step_clamps",
+            "boundaries",
+            "limit_faults",
+            "rejected_chunks",
+        )
         out: dict[str, Any] = {k: int(sum(e.get(k, 0) for e in eps)) for k in counts}
         out["limit_excess_max"] = max((float(e.get("limit_excess_max", 0.0)) for e in eps), default=0.0)
         dims = [e.get("clamps_by_dim") or [] for e in eps]
@@ -327,46 +367,60 @@ class EvalReport:
         out["boundary_jump_p99"] = _pct(s.get("jumps", []), 99)
         out["boundary_jump_max"] = max(s["jumps"]) if s.get("jumps") else None
         out["step_p99"] = _pct(s.get("steps", []), 99)
-        out["note"] = ("server times are simulated time: inference takes none with latency=zero, the emulated "
-                       "latency otherwise (rounded to ticks); see inference_wall_ms for the model's wall time")
+        out["note"] = (
+            "server times are simulated time: inference takes none with latency=zero, the emulated "
+            "latency otherwise (rounded to ticks); see inference_wall_ms for the model's wall time"
+        )
         return out
 
     def to_dict(self) -> dict[str, Any]:
         cfg = self.config
         st = self.stages
         w = [v * 1e3 for v in self.inference_wall_s]
-        return jsonable({
-            "format": REPORT_FORMAT,
-            "format_version": REPORT_VERSION,
-            "created_utc": utc_now_iso(),
-            "checkpoint": self.checkpoint,
-            "task": cfg.task,
-            "stage_names": list(self.stage_names),
-            "episodes": len(self.outcomes),
-            "ticks_per_episode": self.ticks,
-            "control_rate_hz": round(1.0 / self.checkpoint.get("control_dt", 0.02), 6),
-            "seeds": [o.seed for o in self.outcomes],
-            "seed_note": (f"seeds {cfg.seed}..{cfg.seed + cfg.episodes - 1}; `duet sim collect` seeds start at 0, "
-                          f"evaluation defaults to {EVAL_SEED_BASE}"),
-            "training_seed_overlap": self.training_seed_overlap,
-            "mode": cfg.mode,
-            "latency": {"mode": cfg.latency, "latency_ms": cfg.latency_ms if cfg.latency == "fixed" else None,
-                        "lockstep": True,
-                        "emulated_ms_p50": _pct([v * 1e3 for v in self.emulated_latency_s], 50),
-                        "emulated_ms_p99": _pct([v * 1e3 for v in self.emulated_latency_s], 99)},
-            "device": self.device,
-            "camera": self.camera,
-            "stop_on_success": cfg.stop_on_success,
-            "stages": st,
-            "success": st[-1] if st else None,
-            "inference_wall_ms": {"count": len(w), "p50": _pct(w, 50), "p99": _pct(w, 99),
-                                  "max": max(w) if w else None},
-            "server": self.server_summary(),
-            "server_config": cfg.server,
-            "per_episode": [{**o.to_dict(), "video": self._rel(o.video)} for o in self.outcomes],
-            "videos": [self._rel(o.video) for o in self.outcomes if o.video],
-            "wall_s": round(self.wall_s, 3),
-        }, finite=True)
+        return jsonable(
+            {
+                "format": REPORT_FORMAT,
+                "format_version": REPORT_VERSION,
+                "created_utc": utc_now_iso(),
+                "checkpoint": self.checkpoint,
+                "task": cfg.task,
+                "stage_names": list(self.stage_names),
+                "episodes": len(self.outcomes),
+                "ticks_per_episode": self.ticks,
+                "control_rate_hz": round(1.0 / self.checkpoint.get("control_dt", 0.02), 6),
+                "seeds": [o.seed for o in self.outcomes],
+                "seed_note": (
+                    f"seeds {cfg.seed}..{cfg.seed + cfg.episodes - 1}; `duet sim collect` seeds start at 0, "
+                    f"evaluation defaults to {EVAL_SEED_BASE}"
+                ),
+                "training_seed_overlap": self.training_seed_overlap,
+                "mode": cfg.mode,
+                "latency": {
+                    "mode": cfg.latency,
+                    "latency_ms": cfg.latency_ms if cfg.latency == "fixed" else None,
+                    "lockstep": True,
+                    "emulated_ms_p50": _pct([v * 1e3 for v in self.emulated_latency_s], 50),
+                    "emulated_ms_p99": _pct([v * 1e3 for v in self.emulated_latency_s], 99),
+                },
+                "device": self.device,
+                "camera": self.camera,
+                "stop_on_success": cfg.stop_on_success,
+                "stages": st,
+                "success": st[-1] if st else None,
+                "inference_wall_ms": {
+                    "count": len(w),
+                    "p50": _pct(w, 50),
+                    "p99": _pct(w, 99),
+                    "max": max(w) if w else None,
+                },
+                "server": self.server_summary(),
+                "server_config": cfg.server,
+                "per_episode": [{**o.to_dict(), "video": self._rel(o.video)} for o in self.outcomes],
+                "videos": [self._rel(o.video) for o in self.outcomes if o.video],
+                "wall_s": round(self.wall_s, 3),
+            },
+            finite=True,
+        )
 
     def _rel(self, video: str | None) -> str | None:
         """Video paths relative to the report's directory (the output folder moves as a whole)."""
@@ -382,30 +436,46 @@ class EvalReport:
 
         cfg = self.config
         n = len(self.outcomes)
-        out = [f"{cfg.task}: {n} episodes x {self.ticks} ticks, seeds {cfg.seed}..{cfg.seed + n - 1}, mode {cfg.mode}, "
-               f"latency {cfg.latency}" + (f" {cfg.latency_ms:g} ms" if cfg.latency == "fixed" else "")]
+        out = [
+            f"{cfg.task}: {n} episodes x {self.ticks} ticks, seeds {cfg.seed}..{cfg.seed + n - 1}, mode {cfg.mode}, "
+            f"latency {cfg.latency}" + (f" {cfg.latency_ms:g} ms" if cfg.latency == "fixed" else "")
+        ]
         for s in self.stages:
             lo, hi = s["ci95"]
-            out.append(f"  stage {s['stage']} {s['name']:<20} {s['count']:>4}/{n:<4} {100 * s['rate']:5.1f}%  "
-                       f"95% CI [{100 * lo:5.1f}, {100 * hi:5.1f}]")
+            out.append(
+                f"  stage {s['stage']} {s['name']:<20} {s['count']:>4}/{n:<4} {100 * s['rate']:5.1f}%  "
+                f"95% CI [{100 * lo:5.1f}, {100 * hi:5.1f}]"
+            )
         srv = self.server_summary()
         w = [v * 1e3 for v in self.inference_wall_s]
         if w:
-            out.append(f"  inference (wall) p50 {_pct(w, 50):.1f} ms p99 {_pct(w, 99):.1f} ms over {len(w)} calls "
-                       f"on {self.device}")
+            out.append(
+                f"  inference (wall) p50 {_pct(w, 50):.1f} ms p99 {_pct(w, 99):.1f} ms over {len(w)} calls "
+                f"on {self.device}"
+            )
         jump = srv["boundary_jump_max"]
-        out.append(f"  server: deadline misses {srv['deadline_misses']}, stale actions dropped "
-                   f"{srv['actions_dropped_stale']}, late chunks {srv['late_chunks']}, boundaries {srv['boundaries']} "
-                   f"(max jump {'n/a' if jump is None else f'{jump:.4f}'} rad)")
+        out.append(
+            f"  server: deadline misses {srv['deadline_misses']}, stale actions dropped "
+            f"{srv['actions_dropped_stale']}, late chunks {srv['late_chunks']}, boundaries {srv['boundaries']} "
+            f"(max jump {'n/a' if jump is None else f'{jump:.4f}'} rad)"
+        )
         if srv["limit_faults"] or srv["rejected_chunks"]:
-            out.append(f"  chunks dropped: {srv['limit_faults']} beyond a joint limit by more than the fault margin, "
-                       f"{srv['rejected_chunks']} with times outside their span")
-        out.append("  safety clamps of policy actions over " + f"{srv['executed_ticks']} executed ticks: "
-                   + clamp_summary(srv["limit_clamps"], srv["limit_excess_max"], srv["step_clamps"],
-                                   srv["clamps_by_dim"]))
+            out.append(
+                f"  chunks dropped: {srv['limit_faults']} beyond a joint limit by more than the fault margin, "
+                f"{srv['rejected_chunks']} with times outside their span"
+            )
+        out.append(
+            "  safety clamps of policy actions over "
+            + f"{srv['executed_ticks']} executed ticks: "
+            + clamp_summary(
+                srv["limit_clamps"], srv["limit_excess_max"], srv["step_clamps"], srv["clamps_by_dim"]
+            )
+        )
         if self.training_seed_overlap:
-            out.append(f"  WARNING: {len(self.training_seed_overlap)} evaluation seeds were training demonstrations "
-                       f"(e.g. {self.training_seed_overlap[0]})")
+            out.append(
+                f"  WARNING: {len(self.training_seed_overlap)} evaluation seeds were training demonstrations "
+                f"(e.g. {self.training_seed_overlap[0]})"
+            )
         out.append(f"  wall time {self.wall_s:.1f} s" + (f"; report {self.path}" if self.path else ""))
         return out
 
@@ -414,20 +484,28 @@ class EvalReport:
 
 
 def _checkpoint_info(directory: Path | None, policy: Any) -> dict[str, Any]:
-    info: dict[str, Any] = {"path": None, "policy": getattr(policy, "name", type(policy).__name__), "step": None,
-                            "model_sha256": None, "dataset": None, "train_episodes": None}
+    info: dict[str, Any] = {
+        "path": None,
+        "policy": getattr(policy, "name", type(policy).__name__),
+        "step": None,
+        "model_sha256": None,
+        "dataset": None,
+        "train_episodes": None,
+    }
     if directory is not None:
         from duet.policy.checkpoint import read_meta
 
         meta = read_meta(directory, verify=False)
-        info.update({
-            "path": str(directory.resolve()),
-            "policy": meta.get("policy"),
-            "step": meta.get("step"),
-            "model_sha256": meta.get("files", {}).get("model.safetensors"),
-            "dataset": meta.get("dataset"),
-            "train_episodes": (meta.get("episodes") or {}).get("train"),
-        })
+        info.update(
+            {
+                "path": str(directory.resolve()),
+                "policy": meta.get("policy"),
+                "step": meta.get("step"),
+                "model_sha256": meta.get("files", {}).get("model.safetensors"),
+                "dataset": meta.get("dataset"),
+                "train_episodes": (meta.get("episodes") or {}).get("train"),
+            }
+        )
     info["camera_names"] = list(policy.camera_names)
     info["control_dt"] = float(policy.control_dt)
     return info
@@ -444,7 +522,9 @@ def _dataset_spec_and_seeds(dataset: str | None) -> tuple[Any, list[int] | None]
         seeds = [int(m["seed"]) for m in store.episodes_meta() if isinstance(m.get("seed"), int)]
         return store.spec, seeds
     except Exception as e:  # noqa: BLE001 - the dataset is optional context, never required to evaluate
-        log.info("training dataset %s not readable (%s): camera sizes from the rig, no seed check", dataset, e)
+        log.info(
+            "training dataset %s not readable (%s): camera sizes from the rig, no seed check", dataset, e
+        )
         return None, None
 
 
@@ -462,7 +542,9 @@ class SimEvaluator:
         task = make_task(config.task)
         rig = load_rig(config.rig, [f"sim_task={config.task}"])
         if rig.mock_backend != "sim":
-            raise ConfigError(f"rig {rig.name!r}: evaluation needs a sim rig (mock_backend: sim), e.g. aloha_sim")
+            raise ConfigError(
+                f"rig {rig.name!r}: evaluation needs a sim rig (mock_backend: sim), e.g. aloha_sim"
+            )
         rig = copy.deepcopy(rig)
         rig.name = f"{rig.name}_eval"
         self.ticks = int(config.ticks or task.episode_ticks)
@@ -471,16 +553,21 @@ class SimEvaluator:
 
         # Lockstep has no real-time deadline to protect: no gc.freeze (a fresh server starts
         # every episode; freezing each time would make every episode's objects immortal).
-        server_config = from_dict(ServerConfig, {"gc_freeze": False, **config.server, "mode": config.mode},
-                                  where="eval server")
+        server_config = from_dict(
+            ServerConfig, {"gc_freeze": False, **config.server, "mode": config.mode}, where="eval server"
+        )
         self.rate_hz = rig.resolve_rate(server_config.rate_hz)  # 0 (the default) = the rig's
         if self.rate_hz != rig.control_rate_hz:
-            raise ConfigError(f"eval: server.rate_hz {self.rate_hz:g} differs from rig {config.rig!r}'s control_rate_hz "
-                              f"{rig.control_rate_hz:g}; the sim steps at the rig's rate: leave server.rate_hz at 0")
+            raise ConfigError(
+                f"eval: server.rate_hz {self.rate_hz:g} differs from rig {config.rig!r}'s control_rate_hz "
+                f"{rig.control_rate_hz:g}; the sim steps at the rig's rate: leave server.rate_hz at 0"
+            )
         self.server_config = replace(server_config, rate_hz=self.rate_hz)
         if abs(float(policy.control_dt) * self.rate_hz - 1.0) > 1e-6:
-            raise ConfigError(f"the policy acts every {policy.control_dt} s but rig {config.rig!r} runs at "
-                              f"{self.rate_hz} Hz: evaluate on a rig with the policy's control rate")
+            raise ConfigError(
+                f"the policy acts every {policy.control_dt} s but rig {config.rig!r} runs at "
+                f"{self.rate_hz} Hz: evaluate on a rig with the policy's control rate"
+            )
         camera_hw = camera_hw or {}
         slots = []
         for name in policy.camera_names:
@@ -489,9 +576,16 @@ class SimEvaluator:
             except ConfigError:
                 base = CameraSlot(name=name, fps=int(rig.control_rate_hz))
             h, w = camera_hw.get(name, (base.height, base.width))
-            slots.append(CameraSlot(name=name, kind=base.kind, width=int(w), height=int(h),
-                                    fps=max(int(base.fps), int(round(rig.control_rate_hz))),
-                                    max_age_s=base.max_age_s))
+            slots.append(
+                CameraSlot(
+                    name=name,
+                    kind=base.kind,
+                    width=int(w),
+                    height=int(h),
+                    fps=max(int(base.fps), int(round(rig.control_rate_hz))),
+                    max_age_s=base.max_age_s,
+                )
+            )
         rig.cameras = slots
         self.rig = rig
         existing = get_world(rig.name)
@@ -502,7 +596,9 @@ class SimEvaluator:
         self.clock = self.world.clock
         self.followers = [fo for _, fo in rig.pairs]
         if not self.followers:
-            raise ConfigError(f"rig {rig.name!r}: no pairs; the policy's action order is the pairs' followers")
+            raise ConfigError(
+                f"rig {rig.name!r}: no pairs; the policy's action order is the pairs' followers"
+            )
         self.arms = [make_arm(rig, n, use_mock=True, clock=self.clock) for n in self.followers]
         self.cameras = {n: make_camera(rig, n, use_mock=True, clock=self.clock) for n in policy.camera_names}
         self._connected = False
@@ -541,9 +637,15 @@ class SimEvaluator:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def run_episode(self, policy: TimedPolicy, index: int, seed: int, video: Path | None = None,
-                    samples: dict[str, list[float]] | None = None,
-                    emulated: list[float] | None = None) -> EpisodeOutcome:
+    def run_episode(
+        self,
+        policy: TimedPolicy,
+        index: int,
+        seed: int,
+        video: Path | None = None,
+        samples: dict[str, list[float]] | None = None,
+        emulated: list[float] | None = None,
+    ) -> EpisodeOutcome:
         """One lockstep episode with objects placed by `seed`."""
         from duet.clock import Pacer
         from duet.policy.server import PolicyServer, run_loop
@@ -592,17 +694,26 @@ class SimEvaluator:
             if writer is not None:
                 imgs = [c.read().frame for c in self.cameras.values()]
                 name = self.stage_names[w.max_stage_reached - 1] if w.max_stage_reached else "none"
-                writer.add([f.color for f in imgs if f is not None],
-                           f"seed {seed}  tick {k}  stage {stage} (max {w.max_stage_reached}: {name})"
-                           + ("  HELD" if res.held else ""))
+                writer.add(
+                    [f.color for f in imgs if f is not None],
+                    f"seed {seed}  tick {k}  stage {stage} (max {w.max_stage_reached}: {name})"
+                    + ("  HELD" if res.held else ""),
+                )
             if cfg.stop_on_success and w.max_stage_reached >= len(self.stage_names):
                 stop.set()
 
         ticks_seen: list[int] = []
         try:
             server.start()
-            run_loop(server, self.arms, self.cameras, Pacer(self.rate_hz, self.clock),
-                     duration=(self.ticks - 0.5) * dt, on_tick=on_tick, stop=stop)
+            run_loop(
+                server,
+                self.arms,
+                self.cameras,
+                Pacer(self.rate_hz, self.clock),
+                duration=(self.ticks - 0.5) * dt,
+                on_tick=on_tick,
+                stop=stop,
+            )
         finally:
             if policy.gate and server.worker.busy:
                 policy.release()  # never leave the worker blocked in the gate
@@ -613,8 +724,12 @@ class SimEvaluator:
         stats = server.stats()
         if samples is not None:
             rec = server.recorder
-            for key, s in (("inference_s", rec.inference_s), ("arrival_s", rec.arrival_s), ("jumps", rec.jumps),
-                           ("steps", rec.steps)):
+            for key, s in (
+                ("inference_s", rec.inference_s),
+                ("arrival_s", rec.arrival_s),
+                ("jumps", rec.jumps),
+                ("steps", rec.steps),
+            ):
                 samples.setdefault(key, []).extend(float(v) for v in s.values())
         return EpisodeOutcome(
             index=index,
@@ -641,8 +756,15 @@ def _seed_torch(seed: int) -> None:
         torch.manual_seed(int(seed))
 
 
-def evaluate(checkpoint: str | Path | None, config: EvalConfig, out_dir: str | Path | None = None, *,
-             policy: Any = None, progress: bool = True, echo: Any = None) -> EvalReport:
+def evaluate(
+    checkpoint: str | Path | None,
+    config: EvalConfig,
+    out_dir: str | Path | None = None,
+    *,
+    policy: Any = None,
+    progress: bool = True,
+    echo: Any = None,
+) -> EvalReport:
     """Evaluate a checkpoint (or an already loaded `policy`, from that checkpoint or any object
     following duet.policy.interface.Policy) on the sim; writes <out_dir>/report.json and
     <out_dir>/videos/episode_XXX_seed_S.mp4 when out_dir is given. echo(line) gets a line per
@@ -676,9 +798,14 @@ def evaluate(checkpoint: str | Path | None, config: EvalConfig, out_dir: str | P
     t0 = time.perf_counter()
     with SimEvaluator(policy, config, camera_hw) as ev:
         cams = {n: {"height": c.features.height, "width": c.features.width} for n, c in ev.cameras.items()}
-        report = EvalReport(config=config, checkpoint=info, stage_names=ev.stage_names, ticks=ev.ticks,
-                            camera={"source": source, "cameras": cams, "render_quality": config.render_quality},
-                            device=device)
+        report = EvalReport(
+            config=config,
+            checkpoint=info,
+            stage_names=ev.stage_names,
+            ticks=ev.ticks,
+            camera={"source": source, "cameras": cams, "render_quality": config.render_quality},
+            device=device,
+        )
         if train_seeds is not None:
             report.training_seed_overlap = sorted(set(seeds) & set(train_seeds))
         bar = None
@@ -689,14 +816,19 @@ def evaluate(checkpoint: str | Path | None, config: EvalConfig, out_dir: str | P
             echo = echo or bar.write
         try:
             for i, seed in enumerate(seeds):
-                video = out / "videos" / f"episode_{i:03d}_seed_{seed}.mp4" if out is not None and i < config.videos \
+                video = (
+                    out / "videos" / f"episode_{i:03d}_seed_{seed}.mp4"
+                    if out is not None and i < config.videos
                     else None
+                )
                 o = ev.run_episode(timed, i, seed, video, report.server_samples, report.emulated_latency_s)
                 report.outcomes.append(o)
                 if echo is not None:
                     name = report.stage_names[o.max_stage - 1] if o.max_stage else "none"
-                    echo(f"episode {i} seed {seed}: max stage {o.max_stage}/{len(report.stage_names)} ({name})"
-                         f"{'  success' if o.success else ''}, {o.wall_s:.1f} s")
+                    echo(
+                        f"episode {i} seed {seed}: max stage {o.max_stage}/{len(report.stage_names)} ({name})"
+                        f"{'  success' if o.success else ''}, {o.wall_s:.1f} s"
+                    )
                 if bar is not None:
                     ok = sum(x.success for x in report.outcomes)
                     bar.set_postfix(success=f"{ok}/{len(report.outcomes)}")
@@ -719,5 +851,16 @@ def config_from_args(**kw: Any) -> EvalConfig:
     return from_dict(EvalConfig, {k: v for k, v in kw.items() if v is not None}, where="eval")
 
 
-__all__ = ["EVAL_SEED_BASE", "EpisodeOutcome", "EvalConfig", "EvalReport", "SimEvaluator", "TimedPolicy",
-           "VideoWriter", "config_from_args", "evaluate", "stage_rates", "wilson_interval"]
+__all__ = [
+    "EVAL_SEED_BASE",
+    "EpisodeOutcome",
+    "EvalConfig",
+    "EvalReport",
+    "SimEvaluator",
+    "TimedPolicy",
+    "VideoWriter",
+    "config_from_args",
+    "evaluate",
+    "stage_rates",
+    "wilson_interval",
+]

@@ -31,32 +31,87 @@ PRESETS: dict[str, dict[str, list[str]]] = {
     "act": {
         "paper": [],
         # CPU-sized: for laptops and training benchmarks. Images are resized to 96x128.
-        "tiny": ["hidden_dim=64", "dim_feedforward=256", "n_heads=4", "n_encoder_layers=1",
-                 "n_decoder_layers=1", "n_vae_encoder_layers=1", "chunk_size=20", "n_action_steps=20",
-                 "image_size=[96, 128]", "backbone_norm=group_norm", "lr=1.0e-4", "lr_backbone=1.0e-4"],
+        "tiny": [
+            "hidden_dim=64",
+            "dim_feedforward=256",
+            "n_heads=4",
+            "n_encoder_layers=1",
+            "n_decoder_layers=1",
+            "n_vae_encoder_layers=1",
+            "chunk_size=20",
+            "n_action_steps=20",
+            "image_size=[96, 128]",
+            "backbone_norm=group_norm",
+            "lr=1.0e-4",
+            "lr_backbone=1.0e-4",
+        ],
         # The sim benchmark without a GPU, and `make demo` (3000 steps there): ResNet18 at half
         # width, the paper's 100-action chunks, images as recorded (collect them at 120x160).
         # About 100 samples/s on 2 CPU cores;
         # 30000 steps (41 min there) reached 100% transfer_cube success, temporally ensembled
         # (bench/bench_sim_success.py --full --steps 30000).
-        "small": ["hidden_dim=128", "dim_feedforward=512", "n_heads=4", "n_encoder_layers=1",
-                  "n_decoder_layers=1", "n_vae_encoder_layers=1", "backbone_width=32", "image_size=null",
-                  "backbone_norm=group_norm", "lr=1.0e-4", "lr_backbone=1.0e-4"],
+        "small": [
+            "hidden_dim=128",
+            "dim_feedforward=512",
+            "n_heads=4",
+            "n_encoder_layers=1",
+            "n_decoder_layers=1",
+            "n_vae_encoder_layers=1",
+            "backbone_width=32",
+            "image_size=null",
+            "backbone_norm=group_norm",
+            "lr=1.0e-4",
+            "lr_backbone=1.0e-4",
+        ],
         # Smoke tests and CI only (a narrow ResNet): trains in seconds, not a useful model.
-        "micro": ["hidden_dim=32", "dim_feedforward=64", "n_heads=2", "n_encoder_layers=1", "n_decoder_layers=1",
-                  "n_vae_encoder_layers=1", "chunk_size=10", "n_action_steps=10", "backbone_width=8",
-                  "backbone_norm=group_norm", "dropout=0.0", "kl_weight=1.0", "lr=1.0e-3", "lr_backbone=1.0e-3",
-                  "batch_size=16"],
+        "micro": [
+            "hidden_dim=32",
+            "dim_feedforward=64",
+            "n_heads=2",
+            "n_encoder_layers=1",
+            "n_decoder_layers=1",
+            "n_vae_encoder_layers=1",
+            "chunk_size=10",
+            "n_action_steps=10",
+            "backbone_width=8",
+            "backbone_norm=group_norm",
+            "dropout=0.0",
+            "kl_weight=1.0",
+            "lr=1.0e-3",
+            "lr_backbone=1.0e-3",
+            "batch_size=16",
+        ],
     },
     "diffusion": {
         "paper": [],
-        "tiny": ["down_dims=[64, 128]", "diffusion_step_embed_dim=32", "spatial_softmax_keypoints=16",
-                 "image_feature_dim=32", "horizon=16", "n_action_steps=8", "image_size=[96, 128]",
-                 "batch_size=16", "warmup_steps=50", "num_inference_steps=8"],
-        "micro": ["backbone_width=8", "down_dims=[32, 64]", "diffusion_step_embed_dim=16",
-                  "spatial_softmax_keypoints=8", "image_feature_dim=16", "horizon=8", "n_action_steps=4",
-                  "crop_ratio=1.0", "batch_size=16", "lr=1.0e-3", "lr_backbone=1.0e-3", "lr_schedule=constant",
-                  "warmup_steps=10", "num_inference_steps=4"],
+        "tiny": [
+            "down_dims=[64, 128]",
+            "diffusion_step_embed_dim=32",
+            "spatial_softmax_keypoints=16",
+            "image_feature_dim=32",
+            "horizon=16",
+            "n_action_steps=8",
+            "image_size=[96, 128]",
+            "batch_size=16",
+            "warmup_steps=50",
+            "num_inference_steps=8",
+        ],
+        "micro": [
+            "backbone_width=8",
+            "down_dims=[32, 64]",
+            "diffusion_step_embed_dim=16",
+            "spatial_softmax_keypoints=8",
+            "image_feature_dim=16",
+            "horizon=8",
+            "n_action_steps=4",
+            "crop_ratio=1.0",
+            "batch_size=16",
+            "lr=1.0e-3",
+            "lr_backbone=1.0e-3",
+            "lr_schedule=constant",
+            "warmup_steps=10",
+            "num_inference_steps=4",
+        ],
     },
 }
 
@@ -79,8 +134,12 @@ def checkpoint_config(name: str, data: dict[str, Any], where: str) -> PolicyConf
     return from_dict(cls, {k: v for k, v in (data or {}).items() if k not in retired}, where=where)
 
 
-def make_config(name: str, preset: str = "paper", overrides: list[str] | tuple[str, ...] = (),
-                base: dict[str, Any] | None = None) -> PolicyConfigBase:
+def make_config(
+    name: str,
+    preset: str = "paper",
+    overrides: list[str] | tuple[str, ...] = (),
+    base: dict[str, Any] | None = None,
+) -> PolicyConfigBase:
     """Config for policy ``name``: defaults, then the preset, then ``base`` values, then overrides."""
     cls = config_class(name)
     if preset not in PRESETS[name]:
@@ -114,8 +173,10 @@ def policy_from_checkpoint(directory: str | Path, verify: bool = True) -> tuple[
     meta = read_meta(d, verify=verify)
     name = meta.get("policy")
     if name not in POLICIES:
-        raise CheckpointError(f"checkpoint {d}: config.json names unknown policy {name!r}; "
-                              f"this duet knows {', '.join(POLICIES)}")
+        raise CheckpointError(
+            f"checkpoint {d}: config.json names unknown policy {name!r}; "
+            f"this duet knows {', '.join(POLICIES)}"
+        )
     try:
         cfg = checkpoint_config(name, meta.get("config") or {}, where=f"checkpoint {d}: config.json")
     except ConfigError as e:
@@ -137,15 +198,25 @@ def policy_from_checkpoint(directory: str | Path, verify: bool = True) -> tuple[
     return policy, meta
 
 
-def load_policy(directory: str | Path, device: str | torch.device = "auto", *, bf16: bool = False,
-                channels_last: bool = False) -> BasePolicy:
+def load_policy(
+    directory: str | Path,
+    device: str | torch.device = "auto",
+    *,
+    bf16: bool = False,
+    channels_last: bool = False,
+) -> BasePolicy:
     """Load a checkpoint for inference (see for_inference)."""
     policy, _ = policy_from_checkpoint(directory)
     return for_inference(policy, device, bf16=bf16, channels_last=channels_last)
 
 
-def for_inference(policy: BasePolicy, device: str | torch.device = "auto", *, bf16: bool = False,
-                  channels_last: bool = False) -> BasePolicy:
+def for_inference(
+    policy: BasePolicy,
+    device: str | torch.device = "auto",
+    *,
+    bf16: bool = False,
+    channels_last: bool = False,
+) -> BasePolicy:
     """`policy` ready for predict_chunk: eval mode, on ``device`` ("auto": cuda when available).
 
     ``bf16`` runs predict_chunk under bfloat16 autocast; ``channels_last`` stores conv weights

@@ -27,8 +27,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 Stats = dict[str, dict[str, np.ndarray]]
 
 
-def compute_stats(dataset: Sequence[Mapping[str, Any]] | Any, max_items: int | None = 2000,
-                  seed: int = 0) -> Stats:
+def compute_stats(
+    dataset: Sequence[Mapping[str, Any]] | Any, max_items: int | None = 2000, seed: int = 0
+) -> Stats:
     """Mean/std/min/max of observation.state and action over (a random subset of) a map-style
     dataset whose items hold the policy batch keys. Padded actions are excluded."""
     n = len(dataset)
@@ -49,8 +50,12 @@ def compute_stats(dataset: Sequence[Mapping[str, Any]] | Any, max_items: int | N
 
 
 def _moments(x: np.ndarray) -> dict[str, np.ndarray]:
-    return {"mean": x.mean(0).astype(np.float32), "std": x.std(0).astype(np.float32),
-            "min": x.min(0).astype(np.float32), "max": x.max(0).astype(np.float32)}
+    return {
+        "mean": x.mean(0).astype(np.float32),
+        "std": x.std(0).astype(np.float32),
+        "min": x.min(0).astype(np.float32),
+        "max": x.max(0).astype(np.float32),
+    }
 
 
 def coerce_stats(stats: Mapping[str, Any]) -> Stats:
@@ -68,10 +73,14 @@ def coerce_stats(stats: Mapping[str, Any]) -> Stats:
             raise DuetError(f"normalization statistics lack {feat!r}: recompute them from the dataset")
         d = {}
         for stat, v in nested[feat].items():
-            d[stat] = np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float32).reshape(-1)
+            d[stat] = np.asarray(
+                v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float32
+            ).reshape(-1)
         for req in ("mean", "std"):
             if req not in d:
-                raise DuetError(f"normalization statistics lack {feat}.{req}: recompute them from the dataset")
+                raise DuetError(
+                    f"normalization statistics lack {feat}.{req}: recompute them from the dataset"
+                )
         out[feat] = d
     return out
 

@@ -18,9 +18,19 @@ from duet.data.keys import ACTION, ACTION_IS_PAD, OBS_IS_PAD, STATE, image_key
 
 
 class SyntheticEpisodes:
-    def __init__(self, n_episodes: int = 4, episode_len: int = 60, n_obs_steps: int = 1, horizon: int = 20,
-                 state_dim: int = 14, camera_names: Sequence[str] = ("cam_high",), image_hw: tuple[int, int] = (48, 64),
-                 lag: int = 3, seed: int = 0, episodes: Sequence[int] | None = None):
+    def __init__(
+        self,
+        n_episodes: int = 4,
+        episode_len: int = 60,
+        n_obs_steps: int = 1,
+        horizon: int = 20,
+        state_dim: int = 14,
+        camera_names: Sequence[str] = ("cam_high",),
+        image_hw: tuple[int, int] = (48, 64),
+        lag: int = 3,
+        seed: int = 0,
+        episodes: Sequence[int] | None = None,
+    ):
         rng = np.random.default_rng(seed)
         self.n_obs_steps, self.horizon = int(n_obs_steps), int(horizon)
         self.camera_names = list(camera_names)
@@ -32,7 +42,7 @@ class SyntheticEpisodes:
         amp = rng.uniform(0.2, 0.8, (1, 1, state_dim))
         traj = (amp * np.sin(2 * np.pi * freq * t + phase)).astype(np.float32)  # (E, L+lag, S)
         self._state = traj[:, :episode_len]
-        self._action = traj[:, lag:lag + episode_len]
+        self._action = traj[:, lag : lag + episode_len]
         self.episodes = list(range(n_episodes)) if episodes is None else [int(e) for e in episodes]
         self.episode_len = int(episode_len)
 
@@ -45,7 +55,7 @@ class SyntheticEpisodes:
         s = max(2, min(h, w) // 6)
         cy = int((0.5 + 0.45 * np.tanh(state[0])) * (h - s))
         cx = int((0.5 + 0.45 * np.tanh(state[1 % len(state)])) * (w - s))
-        img[cy:cy + s, cx:cx + s] = (230, 200 - 40 * cam % 200, 60)
+        img[cy : cy + s, cx : cx + s] = (230, 200 - 40 * cam % 200, 60)
         return img
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
@@ -80,15 +90,19 @@ class SyntheticEpisodes:
         names = ["left_follower", "right_follower"]
         arms = [ArmSpec(n, "follower", [f"j{i}" for i in range(k)]) for n, k in zip(names, split) if k]
         h, w = self.image_hw
-        spec = DatasetSpec(rate_hz=50.0, arms=arms, cameras=[CameraSpec(c, w, h) for c in self.camera_names],
-                           image_codec="lossless")
+        spec = DatasetSpec(
+            rate_hz=50.0,
+            arms=arms,
+            cameras=[CameraSpec(c, w, h) for c in self.camera_names],
+            image_codec="lossless",
+        )
         store = EpisodeStore.create(path, layout=spec, overwrite=overwrite)
         for e in self.episodes:
             block: dict[str, np.ndarray] = {"action": self._action[e]}
             off = 0
             for arm in arms:
                 k = len(arm.joints)
-                block[f"{arm.name}.position"] = self._state[e][:, off:off + k]
+                block[f"{arm.name}.position"] = self._state[e][:, off : off + k]
                 off += k
             for i, cam in enumerate(self.camera_names):
                 block[f"{cam}.color"] = np.stack([self._image(x, i) for x in self._state[e]])

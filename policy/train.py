@@ -54,9 +54,13 @@ class TrainConfig:
     seed: int = field(0, "seed for weights, data order and augmentation")
     device: str = field("auto", "auto (cuda when available), cpu, cuda, cuda:1 ...")
     amp: Literal["auto", "bf16", "off"] = field("auto", "bf16 autocast: auto = on for cuda only")
-    compile: Literal["auto", "on", "off"] = field("auto", "torch.compile the training step: auto = on for cuda only")
+    compile: Literal["auto", "on", "off"] = field(
+        "auto", "torch.compile the training step: auto = on for cuda only"
+    )
     num_workers: int = field(4, "data-loading worker processes (0: load in the training process)")
-    val_fraction: float = field(0.1, "fraction of episodes held out for validation (at least one when >= 2 episodes)")
+    val_fraction: float = field(
+        0.1, "fraction of episodes held out for validation (at least one when >= 2 episodes)"
+    )
     val_every: int = field(2000, "validate (and maybe write `best`) every this many steps")
     val_batches: int = field(50, "at most this many batches per validation pass")
     save_every: int = field(10_000, "write a periodic checkpoint every this many steps (and at the end)")
@@ -117,11 +121,15 @@ class StepBatchSampler:
     """Infinite batch sampler whose batch at a step is a pure function of (seed, step):
     epoch e is a seeded permutation, sharded across ranks, cut into full batches."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, start_step: int = 0, rank: int = 0, world: int = 1):
+    def __init__(
+        self, n: int, batch_size: int, seed: int, start_step: int = 0, rank: int = 0, world: int = 1
+    ):
         per_rank = n // world
         if per_rank < batch_size:
-            raise DuetError(f"training set has {n} samples: fewer than batch_size {batch_size} x {world} processes; "
-                            "record more data or lower policy.batch_size")
+            raise DuetError(
+                f"training set has {n} samples: fewer than batch_size {batch_size} x {world} processes; "
+                "record more data or lower policy.batch_size"
+            )
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.rank, self.world, self.step = rank, world, start_step
         self.per_epoch = per_rank // batch_size
@@ -129,8 +137,8 @@ class StepBatchSampler:
     def batch_at(self, step: int) -> list[int]:
         epoch, i = divmod(step, self.per_epoch)
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        perm = torch.randperm(self.n, generator=g)[self.rank::self.world]
-        return perm[i * self.batch_size:(i + 1) * self.batch_size].tolist()
+        perm = torch.randperm(self.n, generator=g)[self.rank :: self.world]
+        return perm[i * self.batch_size : (i + 1) * self.batch_size].tolist()
 
     def __iter__(self) -> Iterator[list[int]]:
         step = self.step
@@ -150,12 +158,15 @@ def _lr_lambda(kind: str, warmup: int, total: int):
             progress = min(1.0, (step - warmup) / max(1, total - warmup))
             return 0.5 * (1 + math.cos(math.pi * progress))
         return 1.0
+
     return f
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else torch.as_tensor(v).to(device))
-            for k, v in batch.items()}
+    return {
+        k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else torch.as_tensor(v).to(device))
+        for k, v in batch.items()
+    }
 
 
 def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -163,11 +174,15 @@ def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"cuda.{i}"] = s
-    legacy = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))  # legacy: the tuple
+    legacy = cast(
+        tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True)
+    )  # legacy: the tuple
     name, keys, pos, has_gauss, gauss = legacy
     py = random.getstate()
-    return tensors, {"numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
-                     "python": [py[0], list(py[1]), py[2]]}
+    return tensors, {
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
+        "python": [py[0], list(py[1]), py[2]],
+    }
 
 
 def _set_rng_state(tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
@@ -246,9 +261,19 @@ def _for_loader(ds: MapDataset) -> Dataset[dict[str, Any]]:
 
 
 class Trainer:
-    def __init__(self, policy_name: str, policy_config: PolicyConfigBase, train_config: TrainConfig,
-                 train_dataset: MapDataset, val_dataset: MapDataset | None, stats: Any, out_dir: str | Path,
-                 resume: str | Path | None = None, progress: bool = True, extra_meta: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        policy_name: str,
+        policy_config: PolicyConfigBase,
+        train_config: TrainConfig,
+        train_dataset: MapDataset,
+        val_dataset: MapDataset | None,
+        stats: Any,
+        out_dir: str | Path,
+        resume: str | Path | None = None,
+        progress: bool = True,
+        extra_meta: dict[str, Any] | None = None,
+    ):
         self.cfg = train_config
         self.policy_name = policy_name
         self.out = Path(out_dir)
@@ -272,12 +297,19 @@ class Trainer:
             if isinstance(ema, torch.nn.Module):
                 ema.load_state_dict(self.policy.model.state_dict())
         elif pcfg.backbone_norm == "frozen_bn" and resume is None and self.dist.main:
-            log.warning("backbone_norm=frozen_bn with random initialization normalizes nothing: pass "
-                        "--backbone-weights (ImageNet resnet18) or set policy.backbone_norm=group_norm")
-        self.optimizer = torch.optim.AdamW(self.policy.optimizer_param_groups(), lr=pcfg.lr,
-                                           betas=(pcfg.adam_betas[0], pcfg.adam_betas[1]), weight_decay=pcfg.weight_decay)
+            log.warning(
+                "backbone_norm=frozen_bn with random initialization normalizes nothing: pass "
+                "--backbone-weights (ImageNet resnet18) or set policy.backbone_norm=group_norm"
+            )
+        self.optimizer = torch.optim.AdamW(
+            self.policy.optimizer_param_groups(),
+            lr=pcfg.lr,
+            betas=(pcfg.adam_betas[0], pcfg.adam_betas[1]),
+            weight_decay=pcfg.weight_decay,
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, _lr_lambda(pcfg.lr_schedule, pcfg.warmup_steps, train_config.steps))
+            self.optimizer, _lr_lambda(pcfg.lr_schedule, pcfg.warmup_steps, train_config.steps)
+        )
         self.step = 0
         self.best_val: float | None = None
         self.history: dict[str, list] = {"train": [], "val": []}
@@ -300,7 +332,9 @@ class Trainer:
     def _resume(self, ckpt: Path) -> None:
         st = read_training_state(ckpt)
         if st["meta"].get("policy") != self.policy_name:
-            raise DuetError(f"resume {ckpt}: it is a {st['meta'].get('policy')} checkpoint, not {self.policy_name}")
+            raise DuetError(
+                f"resume {ckpt}: it is a {st['meta'].get('policy')} checkpoint, not {self.policy_name}"
+            )
         load_state_checked(self.policy.model, load_tensors(ckpt / MODEL, ckpt), MODEL, ckpt)
         ema = getattr(self.policy, "ema", None)
         if isinstance(ema, torch.nn.Module) and EMA in st["meta"]["files"]:
@@ -308,8 +342,10 @@ class Trainer:
         try:
             self.optimizer.load_state_dict(st["optimizer"])
         except (ValueError, KeyError) as e:
-            raise DuetError(f"resume {ckpt}: optimizer state does not fit this model ({e}); "
-                            "resume with the same policy config") from None
+            raise DuetError(
+                f"resume {ckpt}: optimizer state does not fit this model ({e}); "
+                "resume with the same policy config"
+            ) from None
         s = st["state"]
         self.step = int(s["step"])
         self.scheduler.load_state_dict(s["scheduler"])
@@ -324,12 +360,23 @@ class Trainer:
 
     def save(self, name: str) -> Path:
         rng_t, rng_s = _rng_state()
-        state = {"step": self.step, "scheduler": self.scheduler.state_dict(), "best_val": self.best_val,
-                 "history": self.history, "rng": rng_s, "elapsed_s": self.elapsed_s,
-                 "train_config": to_dict(self.cfg)}
+        state = {
+            "step": self.step,
+            "scheduler": self.scheduler.state_dict(),
+            "best_val": self.best_val,
+            "history": self.history,
+            "rng": rng_s,
+            "elapsed_s": self.elapsed_s,
+            "train_config": to_dict(self.cfg),
+        }
         meta = {"train_config": to_dict(self.cfg), "best_val_loss": self.best_val, **self.extra_meta}
-        return save_checkpoint(self.out / "checkpoints" / name, self.policy, step=self.step, extra=meta,
-                               training={"optimizer": self.optimizer.state_dict(), "rng": rng_t, "state": state})
+        return save_checkpoint(
+            self.out / "checkpoints" / name,
+            self.policy,
+            step=self.step,
+            extra=meta,
+            training={"optimizer": self.optimizer.state_dict(), "rng": rng_t, "state": state},
+        )
 
     def _prune(self) -> None:
         ck = sorted((self.out / "checkpoints").glob("step_*"))
@@ -347,8 +394,13 @@ class Trainer:
         from torch.utils.data import DataLoader
 
         bs = self.policy.config.batch_size
-        loader = DataLoader(_for_loader(self.val_ds), batch_size=bs, shuffle=False, num_workers=min(self.cfg.num_workers, 2),
-                            generator=torch.Generator().manual_seed(0))
+        loader = DataLoader(
+            _for_loader(self.val_ds),
+            batch_size=bs,
+            shuffle=False,
+            num_workers=min(self.cfg.num_workers, 2),
+            generator=torch.Generator().manual_seed(0),
+        )
         self.policy.eval()
         sums: dict[str, float] = {}
         n = 0
@@ -373,21 +425,38 @@ class Trainer:
         cfg, main = self.cfg, self.dist.main
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "train_config.json").write_text(json.dumps(
-                {"policy": self.policy_name, "policy_config": to_dict(self.policy.config),
-                 "train_config": to_dict(cfg), **self.extra_meta}, indent=2))
+            (self.out / "train_config.json").write_text(
+                json.dumps(
+                    {
+                        "policy": self.policy_name,
+                        "policy_config": to_dict(self.policy.config),
+                        "train_config": to_dict(cfg),
+                        **self.extra_meta,
+                    },
+                    indent=2,
+                )
+            )
         bs = self.policy.config.batch_size
-        sampler = StepBatchSampler(len(self.train_ds), bs, cfg.seed, self.step, self.dist.rank, self.dist.world)
+        sampler = StepBatchSampler(
+            len(self.train_ds), bs, cfg.seed, self.step, self.dist.rank, self.dist.world
+        )
         # Its own generator: creating the iterator must not draw from the global RNG (resume
         # restores that RNG exactly, and the data order already depends on (seed, step) only).
-        loader = DataLoader(_for_loader(self.train_ds), batch_sampler=sampler, num_workers=cfg.num_workers,
-                            pin_memory=self.device.type == "cuda", persistent_workers=False,
-                            generator=torch.Generator().manual_seed(cfg.seed * 7 + self.step + self.dist.rank))
+        loader = DataLoader(
+            _for_loader(self.train_ds),
+            batch_sampler=sampler,
+            num_workers=cfg.num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+            generator=torch.Generator().manual_seed(cfg.seed * 7 + self.step + self.dist.rank),
+        )
         bar = None
         if main and self.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {self.policy_name}", dynamic_ncols=True)
+            bar = tqdm(
+                total=cfg.steps, initial=self.step, desc=f"train {self.policy_name}", dynamic_ncols=True
+            )
         self.policy.train()
         acc: dict[str, float] = {}
         n_acc = 0
@@ -402,8 +471,10 @@ class Trainer:
                     out = self.step_fn(batch)
                 loss = out["loss"]
                 if not torch.isfinite(loss):
-                    raise DuetError(f"training loss became {float(loss)} at step {self.step}: lower policy.lr "
-                                    "or check the dataset for NaNs")
+                    raise DuetError(
+                        f"training loss became {float(loss)} at step {self.step}: lower policy.lr "
+                        "or check the dataset for NaNs"
+                    )
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip > 0:
@@ -416,8 +487,11 @@ class Trainer:
                     acc[k] = acc.get(k, 0.0) + float(v.detach())
                 n_acc += 1
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    rec = {"step": self.step, "lr": self.scheduler.get_last_lr()[0],
-                           **{k: v / n_acc for k, v in acc.items()}}
+                    rec = {
+                        "step": self.step,
+                        "lr": self.scheduler.get_last_lr()[0],
+                        **{k: v / n_acc for k, v in acc.items()},
+                    }
                     self.history["train"].append(rec)
                     acc, n_acc = {}, 0
                     if bar is not None:
@@ -441,8 +515,9 @@ class Trainer:
         done = self.step - start_step
         sps = done * bs * self.dist.world / max(self.elapsed_s, 1e-9) if done else 0.0
         best = self.out / "checkpoints" / "best"
-        return TrainResult(self.out, self.step, last_ckpt, best if best.is_dir() else None, self.best_val,
-                           self.history, sps)
+        return TrainResult(
+            self.out, self.step, last_ckpt, best if best.is_dir() else None, self.best_val, self.history, sps
+        )
 
     def _barrier(self) -> None:
         if self.dist.enabled:
@@ -466,12 +541,31 @@ class Trainer:
             log.warning("could not draw the training plot: %s", e)
 
 
-def train(policy_name: str, policy_config: PolicyConfigBase, train_config: TrainConfig, train_dataset: MapDataset,
-          val_dataset: MapDataset | None, stats: Any, out_dir: str | Path, resume: str | Path | None = None,
-          progress: bool = True, extra_meta: dict[str, Any] | None = None) -> TrainResult:
+def train(
+    policy_name: str,
+    policy_config: PolicyConfigBase,
+    train_config: TrainConfig,
+    train_dataset: MapDataset,
+    val_dataset: MapDataset | None,
+    stats: Any,
+    out_dir: str | Path,
+    resume: str | Path | None = None,
+    progress: bool = True,
+    extra_meta: dict[str, Any] | None = None,
+) -> TrainResult:
     """Train and return a summary; see the module docstring."""
-    trainer = Trainer(policy_name, policy_config, train_config, train_dataset, val_dataset, stats, out_dir,
-                      resume=resume, progress=progress, extra_meta=extra_meta)
+    trainer = Trainer(
+        policy_name,
+        policy_config,
+        train_config,
+        train_dataset,
+        val_dataset,
+        stats,
+        out_dir,
+        resume=resume,
+        progress=progress,
+        extra_meta=extra_meta,
+    )
     return trainer.fit()
 
 
@@ -488,22 +582,32 @@ def split_overrides(overrides: Sequence[str], policy_cls: type) -> tuple[list[st
     for o in overrides:
         key = o.split("=", 1)[0].strip()
         if key.startswith("policy."):
-            pol.append(o.strip()[len("policy."):])
+            pol.append(o.strip()[len("policy.") :])
         elif key.startswith("train."):
-            tr.append(o.strip()[len("train."):])
+            tr.append(o.strip()[len("train.") :])
         elif key.split(".")[0] in pfields:
             pol.append(o)
         elif key.split(".")[0] in tfields:
             tr.append(o)
         else:
-            raise ConfigError(f"override {o!r}: {key!r} is neither a {policy_cls.__name__} nor a TrainConfig field "
-                              "(prefix with policy. or train.; see `duet train --help-config`)")
+            raise ConfigError(
+                f"override {o!r}: {key!r} is neither a {policy_cls.__name__} nor a TrainConfig field "
+                "(prefix with policy. or train.; see `duet train --help-config`)"
+            )
     return pol, tr
 
 
-def train_on_store(policy_name: str, dataset: str | Path, out_dir: str | Path, *, preset: str = "paper",
-                   overrides: Sequence[str] = (), resume: str | Path | None = None, progress: bool = True,
-                   camera_names: Sequence[str] | None = None) -> TrainResult:
+def train_on_store(
+    policy_name: str,
+    dataset: str | Path,
+    out_dir: str | Path,
+    *,
+    preset: str = "paper",
+    overrides: Sequence[str] = (),
+    resume: str | Path | None = None,
+    progress: bool = True,
+    camera_names: Sequence[str] | None = None,
+) -> TrainResult:
     """`duet train`: split the store's episodes, compute statistics on the training episodes,
     build samplers and train. On resume, the policy config comes from the checkpoint and only
     train.* overrides (e.g. more steps) apply."""
@@ -522,14 +626,20 @@ def train_on_store(policy_name: str, dataset: str | Path, out_dir: str | Path, *
         if meta.get("policy") != policy_name:
             raise DuetError(f"resume {resume}: it is a {meta.get('policy')} checkpoint, not {policy_name}")
         if pol_over:
-            raise ConfigError(f"resume {resume}: policy settings come from the checkpoint; drop {pol_over[0]!r}")
+            raise ConfigError(
+                f"resume {resume}: policy settings come from the checkpoint; drop {pol_over[0]!r}"
+            )
         pcfg = checkpoint_config(policy_name, meta["config"], where=f"{resume}/config.json")
         tdict = apply_overrides(meta.get("train_config", {}), tr_over, TrainConfig)
         split = meta.get("episodes") or {}
     else:
         cams = list(camera_names) if camera_names else spec.camera_names
-        base = {"camera_names": cams, "state_dim": spec.state_dim, "action_dim": spec.action_dim,
-                "control_dt": 1.0 / spec.rate_hz}
+        base = {
+            "camera_names": cams,
+            "state_dim": spec.state_dim,
+            "action_dim": spec.action_dim,
+            "control_dt": 1.0 / spec.rate_hz,
+        }
         pcfg = make_config(policy_name, preset, pol_over, base=base)
         tdict = apply_overrides({}, tr_over, TrainConfig)
         split = {}
@@ -555,5 +665,15 @@ def train_on_store(policy_name: str, dataset: str | Path, out_dir: str | Path, *
     if val_ds is None:
         log.warning("only %d episode(s): no held-out validation, `best` is not written", store.n_episodes)
     extra = {"dataset": str(dataset), "episodes": {"train": train_eps, "val": val_eps}}
-    return train(policy_name, pcfg, tcfg, train_ds, val_ds, stats, out_dir, resume=resume, progress=progress,
-                 extra_meta=extra)
+    return train(
+        policy_name,
+        pcfg,
+        tcfg,
+        train_ds,
+        val_ds,
+        stats,
+        out_dir,
+        resume=resume,
+        progress=progress,
+        extra_meta=extra,
+    )

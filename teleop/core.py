@@ -162,7 +162,9 @@ class _Pair:
         if max_step.shape != (n,) or not np.all(max_step > 0):
             max_step = np.full(n, 2 * np.pi)  # features without a step limit: clamp to the range only
         self.limits = SafetyLimits(
-            np.asarray(follower.lower, dtype=np.float64), np.asarray(follower.upper, dtype=np.float64), max_step
+            np.asarray(follower.lower, dtype=np.float64),
+            np.asarray(follower.upper, dtype=np.float64),
+            max_step,
         )
         dt = tcfg.dt
         ramp = np.full(n, tcfg.ramp_speed * dt)
@@ -184,7 +186,9 @@ class TeleopCore:
             if p.leader not in leaders:
                 raise ConfigError(f"teleop pair {p.leader}->{p.follower}: no leader arm named {p.leader!r}")
             if p.follower not in followers:
-                raise ConfigError(f"teleop pair {p.leader}->{p.follower}: no follower arm named {p.follower!r}")
+                raise ConfigError(
+                    f"teleop pair {p.leader}->{p.follower}: no follower arm named {p.follower!r}"
+                )
             self._pairs.append(_Pair(p, leaders[p.leader], followers[p.follower], cfg))
         if not self._pairs:
             raise ConfigError("teleop: no leader->follower pairs (set pairs or give the rig pairs)")
@@ -233,7 +237,9 @@ class TeleopCore:
             return ticket
         state = self.state
         if action == "toggle":
-            ticket.action = action = "pause" if state in (TeleopState.MIRRORING, TeleopState.RAMPING) else "start"
+            ticket.action = action = (
+                "pause" if state in (TeleopState.MIRRORING, TeleopState.RAMPING) else "start"
+            )
         if action == "start" and state in (TeleopState.RAMPING, TeleopState.MIRRORING):
             ticket.resolve(False, f"already {state.value}")
         elif action == "pause" and state not in (TeleopState.RAMPING, TeleopState.MIRRORING):
@@ -292,8 +298,12 @@ class TeleopCore:
                 self._stale_since = now
                 events.append(TeleopEvent(now, "leader_stale", f"{', '.join(stale)}: holding"))
             if now - self._stale_since > self.cfg.leader_lost_s:
-                self._transition(now, TeleopState.PAUSED, events,
-                                 f"leader samples lost for {now - self._stale_since:.2f} s: {', '.join(stale)}")
+                self._transition(
+                    now,
+                    TeleopState.PAUSED,
+                    events,
+                    f"leader samples lost for {now - self._stale_since:.2f} s: {', '.join(stale)}",
+                )
         elif self._stale_since is not None:
             if tracking:
                 events.append(TeleopEvent(now, "leader_recovered", f"after {now - self._stale_since:.3f} s"))
@@ -361,21 +371,38 @@ class TeleopCore:
                 return
             if self._faults:
                 name = sorted(self._faults)[0]
-                events.append(TeleopEvent(now, "refused", f"start from {source}: {', '.join(sorted(self._faults))} "
-                                                          f"faulted ({self._faults[name]})"))
+                events.append(
+                    TeleopEvent(
+                        now,
+                        "refused",
+                        f"start from {source}: {', '.join(sorted(self._faults))} "
+                        f"faulted ({self._faults[name]})",
+                    )
+                )
                 return
             if stale:
-                events.append(TeleopEvent(now, "refused", f"start from {source}: no fresh sample from {', '.join(stale)}"))
+                events.append(
+                    TeleopEvent(
+                        now, "refused", f"start from {source}: no fresh sample from {', '.join(stale)}"
+                    )
+                )
                 return
-            missing = [p.follower for p in self._pairs
-                       if p.follower not in self._last and p.follower not in follower_states]
+            missing = [
+                p.follower
+                for p in self._pairs
+                if p.follower not in self._last and p.follower not in follower_states
+            ]
             if missing:
-                events.append(TeleopEvent(now, "refused", f"start from {source}: no state from {', '.join(missing)}"))
+                events.append(
+                    TeleopEvent(now, "refused", f"start from {source}: no state from {', '.join(missing)}")
+                )
                 return
             for p in self._pairs:  # ramp from where each follower is (else from what it holds)
                 fs = self._fresh_follower(now, follower_states.get(p.follower))
                 if fs is not None or p.follower not in self._last:
-                    self._last[p.follower] = np.asarray(follower_states[p.follower].position, dtype=np.float64).copy()
+                    self._last[p.follower] = np.asarray(
+                        follower_states[p.follower].position, dtype=np.float64
+                    ).copy()
             self._transition(now, TeleopState.RAMPING, events, f"start from {source}")
         elif action == "pause":
             if state in (TeleopState.RAMPING, TeleopState.MIRRORING):
@@ -385,7 +412,11 @@ class TeleopCore:
 
     def _fresh_follower(self, now: float, state: JointState | None) -> JointState | None:
         """A follower's sample if it is fresh (follower_max_age_s) and finite, else None."""
-        if state is None or now - state.stamp > self.cfg.follower_max_age_s or not np.all(np.isfinite(state.position)):
+        if (
+            state is None
+            or now - state.stamp > self.cfg.follower_max_age_s
+            or not np.all(np.isfinite(state.position))
+        ):
             return None
         return state
 
@@ -412,7 +443,9 @@ class TeleopCore:
             for name, _ in lagging:
                 self._last[name] = np.asarray(follower_states[name].position, dtype=np.float64).copy()
             detail = ", ".join(f"{n} off by {e:.2f}" for n, e in lagging)
-            events.append(TeleopEvent(now, "not_following", f"{detail} for {self.cfg.track_error_time_s:g} s"))
+            events.append(
+                TeleopEvent(now, "not_following", f"{detail} for {self.cfg.track_error_time_s:g} s")
+            )
             self._transition(now, TeleopState.PAUSED, events, f"follower not following: {detail}")
 
     def _track(self, now, leader_states, follower_states, events) -> dict[str, FollowerCommand]:
@@ -438,13 +471,23 @@ class TeleopCore:
                 ok = bool(caught.all())
                 if ok and self.cfg.settle_tolerance > 0:
                     fs = follower_states.get(p.follower)
-                    ok = fs is not None and float(np.max(np.abs(np.asarray(fs.position) - target))) <= self.cfg.settle_tolerance
+                    ok = (
+                        fs is not None
+                        and float(np.max(np.abs(np.asarray(fs.position) - target)))
+                        <= self.cfg.settle_tolerance
+                    )
                 settled = settled and ok
         if ramping:
             assert self._ramp_started is not None
             if settled:
                 self._transition(now, TeleopState.MIRRORING, events, "followers reached the leaders")
             elif now - self._ramp_started > self.cfg.ramp_timeout_s:
-                events.append(TeleopEvent(now, "ramp_timeout", f"followers not within tolerance after {self.cfg.ramp_timeout_s:g} s"))
+                events.append(
+                    TeleopEvent(
+                        now,
+                        "ramp_timeout",
+                        f"followers not within tolerance after {self.cfg.ramp_timeout_s:g} s",
+                    )
+                )
                 self._transition(now, TeleopState.IDLE, events, "ramp timed out")
         return out

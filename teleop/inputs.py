@@ -188,7 +188,9 @@ def make_input(spec: str) -> InputSource:
         return KeyboardSource(keymap)
     if kind == "evdev":
         if not rest:
-            raise ConfigError(f"input {spec!r}: give the device, e.g. evdev:/dev/input/by-id/<pedal>-event-kbd")
+            raise ConfigError(
+                f"input {spec!r}: give the device, e.g. evdev:/dev/input/by-id/<pedal>-event-kbd"
+            )
         path, sep, mapping = rest.partition(":")
         return EvdevSource(path, _parse_map(mapping, spec, int) if sep and mapping else None)
     raise ConfigError(f"input {spec!r}: unknown kind {kind!r} (use keyboard or evdev:/dev/input/...)")

@@ -101,7 +101,9 @@ class TeleopLoop:
             try:
                 done = arm.restore_torque()
             except Exception as e:
-                self._torque_faults[name] = f"{name}: torque could not be restored before the ramp: {_one_line(e)}"
+                self._torque_faults[name] = (
+                    f"{name}: torque could not be restored before the ramp: {_one_line(e)}"
+                )
                 failed.add(name)
                 continue
             if done:
@@ -144,8 +146,10 @@ class TeleopLoop:
         if level != was:
             if level == OK:
                 rate = self.rate.rate(now)
-                message = (f"teleop loop back at {rate:.1f} Hz (>= {self.rate.cfg.warn_below * 100:.0f} % "
-                           f"of {self.rate.target_hz:g} Hz)")
+                message = (
+                    f"teleop loop back at {rate:.1f} Hz (>= {self.rate.cfg.warn_below * 100:.0f} % "
+                    f"of {self.rate.target_hz:g} Hz)"
+                )
             events.append(TeleopEvent(now, "rate", f"{LEVEL_NAMES[level]}: {message}"))
 
     def stop(self) -> None:
@@ -163,8 +167,14 @@ class TeleopLoop:
 
     def report(self) -> LoopReport:
         p50, p99 = (x * 1e3 for x in self.latency.percentiles(50, 99))
-        return LoopReport(self.pacer.stats.summary(), p50, p99, self.read_errors, self.write_errors,
-                          LEVEL_NAMES[self.rate.level])
+        return LoopReport(
+            self.pacer.stats.summary(),
+            p50,
+            p99,
+            self.read_errors,
+            self.write_errors,
+            LEVEL_NAMES[self.rate.level],
+        )
 
 
 def _one_line(e: BaseException) -> str:

@@ -16,9 +16,15 @@ from duet.hardware.rig import RigConfig
 from duet.hardware.safety import SafetyLimits, safe_command
 
 
-def replay_actions(actions: np.ndarray, arms: dict[str, Any], joints: dict[str, int], rate_hz: float,
-                   clock: Any = None, ramp_timeout_s: float = 5.0,
-                   on_tick: Callable[[int], None] | None = None) -> dict[str, Any]:
+def replay_actions(
+    actions: np.ndarray,
+    arms: dict[str, Any],
+    joints: dict[str, int],
+    rate_hz: float,
+    clock: Any = None,
+    ramp_timeout_s: float = 5.0,
+    on_tick: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     """Play (T, A) actions on connected follower arms (dict name -> Arm, in action order;
     `joints` gives each arm's joint count). Every command passes
     hardware.safety.safe_command (limits and max step from arm.features) and the loop is
@@ -38,7 +44,9 @@ def replay_actions(actions: np.ndarray, arms: dict[str, Any], joints: dict[str, 
         slices[n] = slice(o, o + joints[n])
         o += joints[n]
     if actions.shape[1] != o:
-        raise ConfigError(f"replay: actions have {actions.shape[1]} dims, the arms take {o}; replay on the rig the episode was recorded on")
+        raise ConfigError(
+            f"replay: actions have {actions.shape[1]} dims, the arms take {o}; replay on the rig the episode was recorded on"
+        )
     pacer = Pacer(rate_hz, clock)
     pacer.start()
     # Ramp to the first action.
@@ -65,12 +73,17 @@ def replay_actions(actions: np.ndarray, arms: dict[str, Any], joints: dict[str, 
             last[n] = np.asarray(arms[n].write(cmd), dtype=np.float64)
         if on_tick is not None:
             on_tick(k)
-    return {"ticks": len(actions), "ramp_ticks": ramp_ticks, "clamped_commands": clamped,
-            "timing": pacer.stats.summary().line()}
+    return {
+        "ticks": len(actions),
+        "ramp_ticks": ramp_ticks,
+        "clamped_commands": clamped,
+        "timing": pacer.stats.summary().line(),
+    }
 
 
-def replay_episode(store: Any, i: int, rig: RigConfig, use_mock_hardware: bool = True,
-                   speed: float = 1.0) -> dict[str, Any]:
+def replay_episode(
+    store: Any, i: int, rig: RigConfig, use_mock_hardware: bool = True, speed: float = 1.0
+) -> dict[str, Any]:
     """Replay episode i of an episode store (duet.data.store.EpisodeStore) on the rig's
     followers (mock or real)."""
     spec = store.spec
@@ -81,8 +94,9 @@ def replay_episode(store: Any, i: int, rig: RigConfig, use_mock_hardware: bool =
             arm = make_arm(rig, f, use_mock_hardware)
             arm.connect()
             arms[f] = arm
-        return replay_actions(actions, arms, {f: len(spec.arm(f).joints) for f in spec.followers},
-                              spec.rate_hz * speed)
+        return replay_actions(
+            actions, arms, {f: len(spec.arm(f).joints) for f in spec.followers}, spec.rate_hz * speed
+        )
     finally:
         for a in arms.values():
             a.disconnect()

@@ -17,8 +17,15 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 _BASE = settings.get_profile("default")  # not the current one: hypothesis loads its own "ci" when CI is set
-settings.register_profile("ci", _BASE, derandomize=True, database=None, deadline=None, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "ci",
+    _BASE,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 settings.register_profile("dev", _BASE, deadline=None)
 
 

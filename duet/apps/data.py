@@ -8,7 +8,9 @@ import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("data", help="episode stores: ls, info, plot, video, replay, edit, convert, push")
+    p = subparsers.add_parser(
+        "data", help="episode stores: ls, info, plot, video, replay, edit, convert, push"
+    )
     sub = p.add_subparsers(dest="data_command", metavar="ACTION")
     sub.required = True
 
@@ -23,8 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("store")
     q.add_argument("-v", "--verbose", action="store_true", help="one health line per episode")
     q.add_argument("--json", action="store_true", help="print the per-episode metadata as JSON")
-    q.add_argument("--check", action="store_true",
-                   help="verify that every chunk of committed data exists and decodes (exit 1 if not)")
+    q.add_argument(
+        "--check",
+        action="store_true",
+        help="verify that every chunk of committed data exists and decodes (exit 1 if not)",
+    )
     q = add("plot", _plot, "PNG of an episode's joint positions and commands")
     q.add_argument("store")
     q.add_argument("episode", type=int)
@@ -50,8 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q = add("split", _split, "one store per task under OUT_DIR")
     q.add_argument("store")
     q.add_argument("out_dir")
-    q = add("recover", _recover, "after a crash: commit (default) or discard the partial episode; rebuild "
-                                 "damaged metadata files from their copies")
+    q = add(
+        "recover",
+        _recover,
+        "after a crash: commit (default) or discard the partial episode; rebuild "
+        "damaged metadata files from their copies",
+    )
     q.add_argument("store")
     q.add_argument("--discard", action="store_true", help="discard the partial episode instead")
     q = add("push", _push, "merge a local store into a shared store at any fsspec URL")
@@ -126,8 +135,14 @@ def _plot(args) -> int:
 def _video(args) -> int:
     from duet.data.tools import video_episode
 
-    out = video_episode(_open(args.store), args.episode, args.out or f"episode_{args.episode}.mp4",
-                        cameras=args.cameras, height=args.height, progress=_progress())
+    out = video_episode(
+        _open(args.store),
+        args.episode,
+        args.out or f"episode_{args.episode}.mp4",
+        cameras=args.cameras,
+        height=args.height,
+        progress=_progress(),
+    )
     print(f"wrote {out}")
     return 0
 
@@ -137,9 +152,13 @@ def _replay(args) -> int:
     from duet.teleop.replay import replay_episode
 
     rig = load_rig(args.rig)
-    res = replay_episode(_open(args.store), args.episode, rig, use_mock_hardware=not args.real, speed=args.speed)
-    print(f"replayed {res['ticks']} ticks (ramp {res['ramp_ticks']}), clamped commands {res['clamped_commands']}; "
-          f"{res['timing']}")
+    res = replay_episode(
+        _open(args.store), args.episode, rig, use_mock_hardware=not args.real, speed=args.speed
+    )
+    print(
+        f"replayed {res['ticks']} ticks (ramp {res['ramp_ticks']}), clamped commands {res['clamped_commands']}; "
+        f"{res['timing']}"
+    )
     return 0
 
 
@@ -191,12 +210,16 @@ def _recover_locked(s, args) -> int:
     from duet.data.lock import describe_holder
 
     if s.lock is not None and s.lock.took_over:
-        print(f"took over the writer lock of {describe_holder(s.lock.took_over)}, which ended without releasing it")
+        print(
+            f"took over the writer lock of {describe_holder(s.lock.took_over)}, which ended without releasing it"
+        )
     for line in s.repairs:
         print(line)
     res = s.recover(commit=not args.discard)
     if res["action"] == "committed":
-        print(f"recovered a partial episode: {res['steps']} steps committed as episode {res['episode']} (flagged)")
+        print(
+            f"recovered a partial episode: {res['steps']} steps committed as episode {res['episode']} (flagged)"
+        )
     elif res["action"] == "discarded":
         print(f"discarded a partial episode of {res['steps']} steps")
     else:
@@ -210,8 +233,14 @@ def _recover_locked(s, args) -> int:
 def _import_aloha(args) -> int:
     from duet.data.tools import import_aloha
 
-    idx = import_aloha(args.files, args.dst, task=args.task, fps=args.fps,
-                       image_codec="lossless" if args.lossless else "jpeg", progress=_progress())
+    idx = import_aloha(
+        args.files,
+        args.dst,
+        task=args.task,
+        fps=args.fps,
+        image_codec="lossless" if args.lossless else "jpeg",
+        progress=_progress(),
+    )
     print(f"imported {len(idx)} episode(s) into {args.dst}")
     return 0
 
@@ -229,7 +258,13 @@ def _export_lerobot(args) -> int:
 
     s = _open(args.store)
     eps = None if args.episodes is None else list(iter_episode_indices(args.episodes, s.n_episodes))
-    out = export_lerobot(s, args.out_dir, episodes=eps, robot_type=args.robot_type, progress=_progress(),
-                         overwrite=args.overwrite)
+    out = export_lerobot(
+        s,
+        args.out_dir,
+        episodes=eps,
+        robot_type=args.robot_type,
+        progress=_progress(),
+        overwrite=args.overwrite,
+    )
     print(f"wrote LeRobot v3.0 dataset to {out}")
     return 0

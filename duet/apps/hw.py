@@ -34,10 +34,19 @@ def register(subparsers) -> None:
     )
     p.add_argument("--rig", required=True, help="shipped rig name (aloha) or a rig .yaml path")
     p.add_argument("--arm", required=True, help="arm name in the rig, e.g. left_leader")
-    p.add_argument("--mock", action="store_true",
-                   help="rehearse on the mock arm (a simulated operator moves it); writes calibration_dir/mock/")
-    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="rig config override, e.g. calibration_dir=/tmp/cal or arms.left_leader.port=/dev/ttyUSB0")
+    p.add_argument(
+        "--mock",
+        action="store_true",
+        help="rehearse on the mock arm (a simulated operator moves it); writes calibration_dir/mock/",
+    )
+    p.add_argument(
+        "-o",
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="rig config override, e.g. calibration_dir=/tmp/cal or arms.left_leader.port=/dev/ttyUSB0",
+    )
     p.set_defaults(func=cmd_calibrate)
 
     hw = subparsers.add_parser("hw", help="Dynamixel tools: scan a bus, show a rig's arms")
@@ -46,8 +55,9 @@ def register(subparsers) -> None:
 
     s = hsub.add_parser("scan", help="find the servos on a port (broadcast ping of IDs 0..252)")
     s.add_argument("--port", default="", help="serial port, e.g. /dev/serial/by-id/usb-FTDI_...")
-    s.add_argument("--baud", default="1000000",
-                   help="baud rate, or 'all' to try every supported rate (default 1000000)")
+    s.add_argument(
+        "--baud", default="1000000", help="baud rate, or 'all' to try every supported rate (default 1000000)"
+    )
     s.add_argument("--ids", default="", help="ping these IDs one by one instead (e.g. 1-9 or 1,2,7)")
     s.add_argument("--mock", action="store_true", help="scan a simulated arm instead of a port")
     s.add_argument("--mock-model", default="vx300s", help="arm model the simulated bus holds (with --mock)")
@@ -58,9 +68,15 @@ def register(subparsers) -> None:
     i.add_argument("--arm", action="append", default=None, help="only this arm (repeatable)")
     i.add_argument("--mock", action="store_true", help="use the mock hardware (use_mock_hardware)")
     i.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    i.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="rig config override; arms by index or name, e.g. arms.0.port=/dev/ttyUSB0 or "
-                        "arms.right_follower.fault_scenario=overload_gripper_at_2s")
+    i.add_argument(
+        "-o",
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="rig config override; arms by index or name, e.g. arms.0.port=/dev/ttyUSB0 or "
+        "arms.right_follower.fault_scenario=overload_gripper_at_2s",
+    )
     i.set_defaults(func=cmd_info)
 
     c = hsub.add_parser("cameras", help="list the RealSense serials and UVC devices plugged in now")
@@ -88,7 +104,9 @@ def cmd_calibrate(args) -> int:
     rig = load_rig(args.rig, args.override)
     slot = rig.arm(args.arm)
     if args.mock and rig.mock_backend == "sim":
-        raise ConfigError(f"rig {rig.name!r} uses the sim backend for mock hardware: sim arms need no calibration")
+        raise ConfigError(
+            f"rig {rig.name!r} uses the sim backend for mock hardware: sim arms need no calibration"
+        )
     arm = make_arm(rig, args.arm, use_mock=args.mock)
     if not isinstance(arm, DynamixelArm):
         raise ConfigError(f"arm {args.arm!r}: only Dynamixel arms are calibrated")
@@ -98,12 +116,16 @@ def cmd_calibrate(args) -> int:
     where = "the mock arm" if args.mock else slot.port
     arm.connect(for_calibration=True)
     try:
-        print(f"Calibrating {args.arm} ({model.name}, {model.n} joints) on {where}. Torque is off: "
-              "move the arm by hand.")
+        print(
+            f"Calibrating {args.arm} ({model.name}, {model.n} joints) on {where}. Torque is off: "
+            "move the arm by hand."
+        )
         if operator:
             operator.zero_pose()
-        _prompt("1/3 Move the arm to its zero pose (every joint at 0: upper arm straight up, forearm "
-                "level and pointing forward, wrist straight) and press Enter ")
+        _prompt(
+            "1/3 Move the arm to its zero pose (every joint at 0: upper arm straight up, forearm "
+            "level and pointing forward, wrist straight) and press Enter "
+        )
         zero = arm.read_ticks()
         if operator:
             operator.gripper(open_=True)
@@ -121,8 +143,9 @@ def cmd_calibrate(args) -> int:
             signs = {n: c.sign for n, c in Calibration.load(path, model).joints.items()}
         except DuetError:
             signs = None
-    cal = Calibration.from_measurements(model, zero, open_ticks, closed_ticks,
-                                        port_id=port_id(slot.port, fallback=slot.name), signs=signs)
+    cal = Calibration.from_measurements(
+        model, zero, open_ticks, closed_ticks, port_id=port_id(slot.port, fallback=slot.name), signs=signs
+    )
     cal.save(path)
     print(f"saved {path}")
     for j in model.joints:
@@ -132,7 +155,9 @@ def cmd_calibrate(args) -> int:
             continue
         off = math.degrees((c.zero_ticks - model.resolution(j) // 2) * 2 * math.pi / model.resolution(j))
         note = "  <- far from the servo center: was the arm at its zero pose?" if abs(off) > 30 else ""
-        print(f"  {j.name:14s} zero {c.zero_ticks:5d} ticks ({off:+6.1f} deg from center), sign {c.sign:+d}{note}")
+        print(
+            f"  {j.name:14s} zero {c.zero_ticks:5d} ticks ({off:+6.1f} deg from center), sign {c.sign:+d}{note}"
+        )
     return 0
 
 
@@ -161,7 +186,9 @@ class _MockOperator:
 
     def gripper(self, open_: bool) -> None:
         g = self.arm.model.gripper
-        ticks = self.map.to_ticks(np.where(np.arange(self.arm.model.n) == g.index, 1.0 if open_ else 0.0, 0.0))
+        ticks = self.map.to_ticks(
+            np.where(np.arange(self.arm.model.n) == g.index, 1.0 if open_ else 0.0, 0.0)
+        )
         self.fake.servo(g.primary).set_present_position(int(ticks[-1]))
 
 
@@ -201,13 +228,19 @@ def _open_port(ph, port: str, baud: int) -> None:
     except Exception as e:  # serial.SerialException / OSError / termios.error
         text = " ".join(str(e).split())
         if "No such file" in text or getattr(e, "errno", None) == 2:
-            raise PortError(f"port {port}: not found: check the USB cable and the path (ls /dev/serial/by-id/)") from None
+            raise PortError(
+                f"port {port}: not found: check the USB cable and the path (ls /dev/serial/by-id/)"
+            ) from None
         if "busy" in text.lower() or getattr(e, "errno", None) == 16:
-            raise PortError(f"port {port}: busy (another duet process or Dynamixel Wizard has it open): "
-                            "close it and retry") from None
+            raise PortError(
+                f"port {port}: busy (another duet process or Dynamixel Wizard has it open): "
+                "close it and retry"
+            ) from None
         if "Permission denied" in text or getattr(e, "errno", None) == 13:
-            raise PortError(f"port {port}: permission denied: add your user to the dialout group "
-                            "(sudo usermod -aG dialout $USER) and log in again") from None
+            raise PortError(
+                f"port {port}: permission denied: add your user to the dialout group "
+                "(sudo usermod -aG dialout $USER) and log in again"
+            ) from None
         raise PortError(f"port {port}: could not open ({text}): check it is a USB-serial adapter") from None
     if not ok:
         raise PortError(f"port {port}: could not open at {baud} baud: use one of {rates}")
@@ -278,7 +311,11 @@ def cmd_scan(args) -> int:
         tried = "any supported baud rate" if len(rates) > 1 else f"{rates[0]} baud"
         raise DuetError(
             f"port {port}: no servo answered at {tried}: check the arm's power and cable"
-            + ("" if len(rates) > 1 else ", or try --baud all (new servos ship at 57600, Interbotix arms use 1000000)")
+            + (
+                ""
+                if len(rates) > 1
+                else ", or try --baud all (new servos ship at 57600, Interbotix arms use 1000000)"
+            )
         )
     return 0
 
@@ -292,16 +329,22 @@ def _fmt_health(h: dict[str, Any]) -> str:
         return f"health read failed: {servos['error']}"
     temps = [s["temperature_c"] for s in servos.values() if isinstance(s, dict)]
     volts = [s["input_voltage_v"] for s in servos.values() if isinstance(s, dict)]
-    errs = {k: s["hardware_errors"] for k, s in servos.items() if isinstance(s, dict) and s.get("hardware_errors")}
+    errs = {
+        k: s["hardware_errors"] for k, s in servos.items() if isinstance(s, dict) and s.get("hardware_errors")
+    }
     bus = h.get("bus", {})
     parts = []
     if temps:
         parts.append(f"temperature max {max(temps)} C")
     if volts:
         parts.append(f"voltage {min(volts):.1f}-{max(volts):.1f} V")
-    parts.append("hardware errors: " + (", ".join(f"ID {k}: {'+'.join(v)}" for k, v in errs.items()) or "none"))
-    parts.append(f"bus: {bus.get('transactions', 0)} transactions, {bus.get('retries', 0)} retries, "
-                 f"{bus.get('failures', 0)} failures")
+    parts.append(
+        "hardware errors: " + (", ".join(f"ID {k}: {'+'.join(v)}" for k, v in errs.items()) or "none")
+    )
+    parts.append(
+        f"bus: {bus.get('transactions', 0)} transactions, {bus.get('retries', 0)} retries, "
+        f"{bus.get('failures', 0)} failures"
+    )
     return "; ".join(parts)
 
 

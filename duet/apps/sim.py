@@ -26,38 +26,77 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("sim", help="MuJoCo sim: scripted demonstrations")
     sub = p.add_subparsers(dest="sim_command", metavar="SIM_COMMAND")
     sub.required = True
-    c = sub.add_parser("collect", help="run scripted demonstrations in lockstep and report success per episode")
+    c = sub.add_parser(
+        "collect", help="run scripted demonstrations in lockstep and report success per episode"
+    )
     c.add_argument("--task", default="transfer_cube", help="transfer_cube or insertion")
     c.add_argument("--episodes", type=int, default=1, help="number of episodes")
     c.add_argument("--seed", type=int, default=0, help="seed of the first episode (then seed+1, ...)")
     c.add_argument("--rig", default="aloha_sim", help="sim rig name or YAML path")
-    c.add_argument("--render", action="store_true",
-                   help="render cameras (always on with --out; slow on CPU: ~0.1 s per 240x320 frame)")
+    c.add_argument(
+        "--render",
+        action="store_true",
+        help="render cameras (always on with --out; slow on CPU: ~0.1 s per 240x320 frame)",
+    )
     c.add_argument("--out", default="", help="episode store (duet.data) to append the demonstrations to")
-    c.add_argument("--cameras", default="", help="comma-separated cameras to render and record (default: the rig's)")
-    c.add_argument("--render-quality", default="fast", choices=("fast", "full"),
-                   help="fast: no shadows or multisampling (5-10x faster on CPU); full: as gym-aloha renders")
-    c.add_argument("--keep-failed", action="store_true", help="also store flagged demonstrations (failed or not done at the end)")
+    c.add_argument(
+        "--cameras", default="", help="comma-separated cameras to render and record (default: the rig's)"
+    )
+    c.add_argument(
+        "--render-quality",
+        default="fast",
+        choices=("fast", "full"),
+        help="fast: no shadows or multisampling (5-10x faster on CPU); full: as gym-aloha renders",
+    )
+    c.add_argument(
+        "--keep-failed",
+        action="store_true",
+        help="also store flagged demonstrations (failed or not done at the end)",
+    )
     c.add_argument("--report", default="", help="write the per-episode results as JSON here")
-    c.add_argument("--via-ros", action="store_true",
-                   help="through the ROS graph in real time (duet up record --sim: sim host, teleop, recorder; "
-                        "the operator drives the leaders, teleop the followers); needs --out")
-    c.add_argument("--camera-size", default="", metavar="HxW",
-                   help="--via-ros: render the cameras at this size (e.g. 120x160; real time on few cores)")
-    c.add_argument("--camera-fps", type=int, default=0, help="--via-ros: camera frame rate (default: the rig's)")
+    c.add_argument(
+        "--via-ros",
+        action="store_true",
+        help="through the ROS graph in real time (duet up record --sim: sim host, teleop, recorder; "
+        "the operator drives the leaders, teleop the followers); needs --out",
+    )
+    c.add_argument(
+        "--camera-size",
+        default="",
+        metavar="HxW",
+        help="--via-ros: render the cameras at this size (e.g. 120x160; real time on few cores)",
+    )
+    c.add_argument(
+        "--camera-fps", type=int, default=0, help="--via-ros: camera frame rate (default: the rig's)"
+    )
     c.add_argument("--log-dir", default="", help="--via-ros: node logs (default OUT.logs/)")
-    c.add_argument("--set", action="append", default=[], metavar="NODE:KEY=VALUE",
-                   help="--via-ros: node parameter override, as duet up --set (repeatable)")
+    c.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NODE:KEY=VALUE",
+        help="--via-ros: node parameter override, as duet up --set (repeatable)",
+    )
     c.set_defaults(func=_collect)
-    d = sub.add_parser("deploy", help="a policy drives the sim rig through the ROS graph in real time "
-                                      "(duet up deploy --sim): reset, /policy/start, run, /policy/stop")
+    d = sub.add_parser(
+        "deploy",
+        help="a policy drives the sim rig through the ROS graph in real time "
+        "(duet up deploy --sim): reset, /policy/start, run, /policy/stop",
+    )
     d.add_argument("--checkpoint", required=True, help="policy checkpoint directory (duet train output)")
-    d.add_argument("--rig", default="aloha_sim", help="sim rig name or YAML path (the cameras the policy needs)")
+    d.add_argument(
+        "--rig", default="aloha_sim", help="sim rig name or YAML path (the cameras the policy needs)"
+    )
     d.add_argument("--seconds", type=float, default=15.0, help="how long the policy commands the followers")
     d.add_argument("--seed", type=int, default=100000, help="seed of the scene (object placement)")
     d.add_argument("--log-dir", default="", help="node logs (default: CHECKPOINT/../deploy-logs)")
-    d.add_argument("--set", action="append", default=[], metavar="NODE:KEY=VALUE",
-                   help="node parameter override, as duet up --set (repeatable)")
+    d.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NODE:KEY=VALUE",
+        help="node parameter override, as duet up --set (repeatable)",
+    )
     d.set_defaults(func=_deploy)
 
 
@@ -88,21 +127,38 @@ def _collect(args) -> int:
         try:
             for i in range(args.episodes):
                 r = col.run(seed=args.seed + i, recorder=rec, keep_failed=args.keep_failed)
-                kept = f" -> episode {r.stored_index}" if r.stored_index is not None else (" (not stored)" if rec else "")
+                kept = (
+                    f" -> episode {r.stored_index}"
+                    if r.stored_index is not None
+                    else (" (not stored)" if rec else "")
+                )
                 print(r.summary() + kept, flush=True)
-                results.append({
-                    "task": r.task, "seed": r.seed, "success": r.success, "completed": r.completed,
-                    "flagged": r.flagged,
-                    "max_stage": r.max_stage, "final_stage": r.final_stage, "ticks": r.ticks,
-                    "reachable": r.reachable, "ik_error_m": r.ik_error_m, "object_poses": r.object_poses,
-                    "frames": r.frames, "wall_s": round(r.wall_s, 3), "stored_index": r.stored_index,
-                })
+                results.append(
+                    {
+                        "task": r.task,
+                        "seed": r.seed,
+                        "success": r.success,
+                        "completed": r.completed,
+                        "flagged": r.flagged,
+                        "max_stage": r.max_stage,
+                        "final_stage": r.final_stage,
+                        "ticks": r.ticks,
+                        "reachable": r.reachable,
+                        "ik_error_m": r.ik_error_m,
+                        "object_poses": r.object_poses,
+                        "frames": r.frames,
+                        "wall_s": round(r.wall_s, 3),
+                        "stored_index": r.stored_index,
+                    }
+                )
         finally:
             if rec is not None:
                 rec.close()
     ok = sum(r["success"] for r in results)
     good = sum(not r["flagged"] for r in results)
-    print(f"{args.task}: {ok}/{len(results)} scripted demonstrations succeeded, {good} unflagged (task done at the end)")
+    print(
+        f"{args.task}: {ok}/{len(results)} scripted demonstrations succeeded, {good} unflagged (task done at the end)"
+    )
     if args.out:
         print(f"store: {args.out}")
     if args.report:

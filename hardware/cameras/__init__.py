@@ -14,6 +14,7 @@ from duet.hardware.cameras.base import CameraError, CaptureCamera, SourceLost, T
 
 __all__ = ["CameraError", "CaptureCamera", "SourceLost", "TimestampMapper", "discover_cameras"]
 
+
 def discover_cameras() -> dict[str, list[dict[str, str]]]:
     """The cameras plugged in now, to fill a rig YAML: RealSense devices (serial, name,
     firmware, usb) and UVC devices (stable /dev/v4l/by-id paths, capture nodes only)."""

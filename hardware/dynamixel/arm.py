@@ -231,8 +231,11 @@ class DynamixelArm:
                         plan.append((Reg.GOAL_CURRENT, sid, limit))
         if any(reg.eeprom for reg, _, _ in plan) and any(bus.torque_enabled()):
             if self.role == "follower":
-                log.warning("arm %s: turning torque off to update %s (the arm may sag)", self.name,
-                            ", ".join(sorted({reg.name for reg, _, _ in plan if reg.eeprom})))
+                log.warning(
+                    "arm %s: turning torque off to update %s (the arm may sag)",
+                    self.name,
+                    ", ".join(sorted({reg.name for reg, _, _ in plan if reg.eeprom})),
+                )
             bus.set_torque(False)
             self._torque = False
         for reg, sid, value in plan:
@@ -245,7 +248,9 @@ class DynamixelArm:
         if self._calibration_path is None:
             raise CalibrationError(f"arm {self.name!r} is not calibrated; {fix}")
         if not self._calibration_path.is_file():
-            raise CalibrationError(f"arm {self.name!r} is not calibrated (no {self._calibration_path}); {fix}")
+            raise CalibrationError(
+                f"arm {self.name!r} is not calibrated (no {self._calibration_path}); {fix}"
+            )
         return Calibration.load(self._calibration_path, self.model, fix=fix)
 
     def _present_ticks_all(self) -> np.ndarray:
@@ -360,8 +365,10 @@ class DynamixelArm:
         if not off:
             return ""
         self.set_torque(True)
-        return (f"arm {self.name!r}: torque was off on {_ids_text(off)} (a servo reboot or brown-out): "
-                f"re-enabled, holding the present pose")
+        return (
+            f"arm {self.name!r}: torque was off on {_ids_text(off)} (a servo reboot or brown-out): "
+            f"re-enabled, holding the present pose"
+        )
 
     def health(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -370,8 +377,9 @@ class DynamixelArm:
             "model": self.model.name,
             "connected": self.is_connected,
             "torque": self._torque,
-            "calibration": "nominal" if (self.calibration and self.calibration.nominal) else (
-                str(self._calibration_path) if self._calibration_path else "given"),
+            "calibration": "nominal"
+            if (self.calibration and self.calibration.nominal)
+            else (str(self._calibration_path) if self._calibration_path else "given"),
             "bus": jsonable(dict(getattr(self.bus, "stats", {}) or {})),
         }
         if not self.is_connected:
@@ -417,8 +425,10 @@ class DynamixelArm:
             self.bus.disconnect()
         if failed is not None:
             mode = "torque off" if self.on_disconnect == "torque_off" or self.role == "leader" else "hold"
-            raise SafeStateError(f"arm {self.name!r}: could not reach its safe state ({mode}) on disconnect "
-                                 f"(the port is released): {failed}")
+            raise SafeStateError(
+                f"arm {self.name!r}: could not reach its safe state ({mode}) on disconnect "
+                f"(the port is released): {failed}"
+            )
 
     def _present_ticks_despite_alerts(self) -> np.ndarray:
         """Every servo's position; a latched hardware alert does not spoil the data (the

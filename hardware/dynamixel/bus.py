@@ -103,7 +103,9 @@ class StuffedPacketHandler(Protocol2PacketHandler):
             return COMM_PORT_BUSY
         port.is_using = True
         length = txpacket[PKT_LENGTH_L] | (txpacket[PKT_LENGTH_H] << 8)  # INST .. CRC, unstuffed
-        packet = encode_packet(txpacket[PKT_ID], bytes(txpacket[PKT_INSTRUCTION : PKT_INSTRUCTION + length - 2]))
+        packet = encode_packet(
+            txpacket[PKT_ID], bytes(txpacket[PKT_INSTRUCTION : PKT_INSTRUCTION + length - 2])
+        )
         if len(packet) > TXPACKET_MAX_LEN:
             port.is_using = False
             return COMM_TX_ERROR
@@ -135,7 +137,9 @@ class RetryPolicy:
     """Bounded retries. A transaction is tried `attempts` times in total, never more."""
 
     attempts: int = 3  # total tries per transaction (1 = no retry)
-    timeout_ms: float | None = None  # sync-read status timeout per attempt; None: bytes + 2 x latency timer + 2 ms
+    timeout_ms: float | None = (
+        None  # sync-read status timeout per attempt; None: bytes + 2 x latency timer + 2 ms
+    )
     backoff_s: float = 0.0  # pause before a retry (lets late status packets of the failed try drain)
 
     def __post_init__(self):
@@ -178,9 +182,17 @@ class MotorBus:
     dynamixel_sdk.PortHandler (the in-process fake's); default PortHandler(port).
     """
 
-    def __init__(self, port: str, baudrate: int, motors: list[Motor], *, label: str = "",
-                 retry: RetryPolicy | None = None, port_handler: PortHandler | None = None,
-                 clock: Clock | None = None):
+    def __init__(
+        self,
+        port: str,
+        baudrate: int,
+        motors: list[Motor],
+        *,
+        label: str = "",
+        retry: RetryPolicy | None = None,
+        port_handler: PortHandler | None = None,
+        clock: Clock | None = None,
+    ):
         self.port = port
         self.baudrate = int(baudrate)
         self.label = label
@@ -195,7 +207,9 @@ class MotorBus:
             if not 0 <= m.id <= 252:
                 raise ConfigError(f"{where(label, m.name, port=port)}: servo ID {m.id} outside 0..252")
             if m.id in seen:
-                raise ConfigError(f"{where(label, port=port)}: servo ID {m.id} used by both {seen[m.id]!r} and {m.name!r}")
+                raise ConfigError(
+                    f"{where(label, port=port)}: servo ID {m.id} used by both {seen[m.id]!r} and {m.name!r}"
+                )
             seen[m.id] = m.name
             if m.model not in MODELS:
                 raise ModelMismatchError(
@@ -269,14 +283,18 @@ class MotorBus:
                 bad = sorted(self.alerts)
                 if reboot_on_hardware_error:
                     for i in bad:
-                        log.warning("%s: hardware error %s at connect: rebooting it",
-                                    where(self.label, self._by_id[i].name, i, self.port), sorted(self.alerts[i]))
+                        log.warning(
+                            "%s: hardware error %s at connect: rebooting it",
+                            where(self.label, self._by_id[i].name, i, self.port),
+                            sorted(self.alerts[i]),
+                        )
                         self.reboot(i)
                     self.alerts.clear()
                 else:
                     first = bad[0]
-                    err = self._hardware_error(first, self.alerts[first],
-                                               {i: self.alerts[i] for i in bad[1:]}, None)
+                    err = self._hardware_error(
+                        first, self.alerts[first], {i: self.alerts[i] for i in bad[1:]}, None
+                    )
                     self._close_port()
                     raise err
 
@@ -288,19 +306,28 @@ class MotorBus:
             code = getattr(e, "errno", None)
             text = one_line(str(e))
             if code == errno.ENOENT or "No such file" in text:
-                raise PortError(f"{wp}: serial port not found: check the USB cable and the path "
-                                f"(ls /dev/serial/by-id/)") from None
+                raise PortError(
+                    f"{wp}: serial port not found: check the USB cable and the path (ls /dev/serial/by-id/)"
+                ) from None
             if code == errno.EBUSY or "busy" in text.lower():
-                raise PortError(f"{wp}: serial port is busy (another duet process or Dynamixel Wizard "
-                                f"has it open): close that program, then retry") from None
+                raise PortError(
+                    f"{wp}: serial port is busy (another duet process or Dynamixel Wizard "
+                    f"has it open): close that program, then retry"
+                ) from None
             if code == errno.EACCES or "Permission denied" in text:
-                raise PortError(f"{wp}: permission denied: add your user to the dialout group "
-                                f"(sudo usermod -aG dialout $USER) and log in again") from None
-            raise PortError(f"{wp}: could not open the serial port ({text}): check the path "
-                            f"is a USB-serial adapter (/dev/serial/by-id/...)") from None
+                raise PortError(
+                    f"{wp}: permission denied: add your user to the dialout group "
+                    f"(sudo usermod -aG dialout $USER) and log in again"
+                ) from None
+            raise PortError(
+                f"{wp}: could not open the serial port ({text}): check the path "
+                f"is a USB-serial adapter (/dev/serial/by-id/...)"
+            ) from None
         if not ok:
-            raise PortError(f"{wp}: could not open the port at {self.baudrate} baud: use a standard rate "
-                            f"({', '.join(str(b) for b in SUPPORTED_BAUDRATES)})")
+            raise PortError(
+                f"{wp}: could not open the port at {self.baudrate} baud: use a standard rate "
+                f"({', '.join(str(b) for b in SUPPORTED_BAUDRATES)})"
+            )
 
     def _lock_port(self, ph: PortHandler) -> None:
         """Exclusive advisory lock on the serial device: a second bus on the same port fails
@@ -312,17 +339,23 @@ class MotorBus:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise PortError(f"{where(self.label, port=self.port)}: serial port is busy (another process or "
-                            f"bus holds it): close that program, then retry") from None
+            raise PortError(
+                f"{where(self.label, port=self.port)}: serial port is busy (another process or "
+                f"bus holds it): close that program, then retry"
+            ) from None
         self._lock_fd = fd
 
     def _check_latency_timer(self) -> None:
         self.latency_timer_ms = latency_timer_ms(self.port)
         if self.latency_timer_ms is not None and self.latency_timer_ms > 1:
             dev = os.path.basename(os.path.realpath(self.port))
-            log.warning("%s: the USB-serial latency timer is %d ms (each read waits for it); set it to 1: "
-                        "echo 1 | sudo tee /sys/bus/usb-serial/devices/%s/latency_timer",
-                        where(self.label, port=self.port), self.latency_timer_ms, dev)
+            log.warning(
+                "%s: the USB-serial latency timer is %d ms (each read waits for it); set it to 1: "
+                "echo 1 | sudo tee /sys/bus/usb-serial/devices/%s/latency_timer",
+                where(self.label, port=self.port),
+                self.latency_timer_ms,
+                dev,
+            )
 
     def _ping_all(self) -> None:
         missing: list[int] = []
@@ -344,13 +377,17 @@ class MotorBus:
                 self.alerts[m.id] = decode_hardware_error(self.read(Reg.HARDWARE_ERROR_STATUS, m.id))
         if missing:
             if len(missing) == len(self.motors):
-                msg = (f"{where(self.label, port=self.port)}: no servo answered a ping ({_ids_text(missing)} at "
-                       f"{self.baudrate} baud): check the arm's power supply, that this is the arm's port, and "
-                       f"that the servos' baud rate is {self.baudrate}")
+                msg = (
+                    f"{where(self.label, port=self.port)}: no servo answered a ping ({_ids_text(missing)} at "
+                    f"{self.baudrate} baud): check the arm's power supply, that this is the arm's port, and "
+                    f"that the servos' baud rate is {self.baudrate}"
+                )
             else:
                 names = ", ".join(f"{i} ({self._by_id[i].name})" for i in missing)
-                msg = (f"{where(self.label, port=self.port)}: servo ID {names} did not answer a ping: check its "
-                       f"power and cable, its ID (Dynamixel Wizard), and that its baud rate is {self.baudrate}")
+                msg = (
+                    f"{where(self.label, port=self.port)}: servo ID {names} did not answer a ping: check its "
+                    f"power and cable, its ID (Dynamixel Wizard), and that its baud rate is {self.baudrate}"
+                )
             raise ServoNotFoundError(msg, ids=tuple(missing))
         if mismatched:
             raise ModelMismatchError(mismatched[0] + ": fix the arm config's model/ID or the servo's ID")
@@ -380,7 +417,9 @@ class MotorBus:
 
     def _port(self) -> PortHandler:
         if self._ph is None:
-            raise DynamixelError(f"{where(self.label, port=self.port)}: bus is not connected: call connect() first")
+            raise DynamixelError(
+                f"{where(self.label, port=self.port)}: bus is not connected: call connect() first"
+            )
         return self._ph
 
     # ------------------------------------------------------------------ retry core
@@ -410,8 +449,13 @@ class MotorBus:
         idtext = _ids_text(ids)
         cls: type[BusCommError]
         if failure.code == _STATUS_CRC:
-            cls, fix = InstructionCrcError, ("noise corrupts the instructions: check the bus cable and its connectors, "
-                                             "and that no other program or device transmits on this bus")
+            cls, fix = (
+                InstructionCrcError,
+                (
+                    "noise corrupts the instructions: check the bus cable and its connectors, "
+                    "and that no other program or device transmits on this bus"
+                ),
+            )
         else:
             cls, fix = BusCommError, "check the bus cable and the servos' power"
         msg = (
@@ -424,12 +468,16 @@ class MotorBus:
         raise cls(msg, arm=self.label, ids=tuple(ids), counters=st)
 
     def _who(self, motor_id: int | None) -> str:
-        return f"ID {motor_id} ({self._by_id[motor_id].name})" if motor_id in self._by_id else f"ID {motor_id}"
+        return (
+            f"ID {motor_id} ({self._by_id[motor_id].name})" if motor_id in self._by_id else f"ID {motor_id}"
+        )
 
     def _check_crc_status(self, err: int, motor_id: int) -> None:
         """A status packet with error 3: the servo got the instruction corrupted -> retry."""
         if err & 0x7F == StatusError.CRC:
-            raise _AttemptFailed(_STATUS_CRC, f"{self._who(motor_id)} reported a CRC error in the instruction packet")
+            raise _AttemptFailed(
+                _STATUS_CRC, f"{self._who(motor_id)} reported a CRC error in the instruction packet"
+            )
 
     def _comm_fail(self, code: int, motor_id: int | None) -> _AttemptFailed:
         who = self._who(motor_id)
@@ -455,7 +503,9 @@ class MotorBus:
         start = min(r.address for r in regs)
         length = max(r.address + r.size for r in regs) - start
         with self._lock:
-            rows, alerts, stamp = self._group_read(start, length, self.ids, f"sync read of {'+'.join(fields)}")
+            rows, alerts, stamp = self._group_read(
+                start, length, self.ids, f"sync read of {'+'.join(fields)}"
+            )
             block = np.frombuffer(rows, dtype=np.uint8).reshape(len(self.ids), length)
             values = {}
             for f, reg in zip(fields, regs):
@@ -467,7 +517,9 @@ class MotorBus:
                 self._raise_alerts(alerts, sample)
             return sample
 
-    def _group_read(self, start: int, length: int, ids: Sequence[int], what: str) -> tuple[bytes, list[int], float]:
+    def _group_read(
+        self, start: int, length: int, ids: Sequence[int], what: str
+    ) -> tuple[bytes, list[int], float]:
         """One GroupSyncRead attempt loop -> (rows concatenated in `ids` order, alerting IDs, stamp)."""
         ph = self._port()
         key = (start, length, tuple(ids))
@@ -508,7 +560,9 @@ class MotorBus:
 
         return self._transact(what, ids, attempt)
 
-    def sync_write(self, reg: Register | str, values: Sequence[int] | np.ndarray, ids: Sequence[int] | None = None) -> None:
+    def sync_write(
+        self, reg: Register | str, values: Sequence[int] | np.ndarray, ids: Sequence[int] | None = None
+    ) -> None:
         """One GroupSyncWrite of `values` (in `ids` order, default every motor) to `reg`.
         Sync writes get no status packets: a servo that missed one is not detected."""
         reg = _reg(reg)
@@ -580,7 +634,7 @@ class MotorBus:
         m = self._by_id.get(motor_id)
         hint = {
             7: "EEPROM items (ID, baud, modes, limits, offsets) can be written only with torque off: "
-               "set_torque(False) first",
+            "set_torque(False) first",
             6: "the value exceeds the servo's limit registers (Min/Max Position Limit, Current/Velocity/PWM Limit)",
             4: "the value is out of the item's range",
             1: "the servo could not execute it (a latched hardware error blocks torque on until a reboot)",
@@ -592,11 +646,17 @@ class MotorBus:
 
     # ------------------------------------------------------------------ hardware errors
 
-    def _hardware_error(self, motor_id: int, flags: frozenset[str], others: dict[int, frozenset[str]],
-                        sample: BusSample | None) -> ServoHardwareError:
+    def _hardware_error(
+        self,
+        motor_id: int,
+        flags: frozenset[str],
+        others: dict[int, frozenset[str]],
+        sample: BusSample | None,
+    ) -> ServoHardwareError:
         m = self._by_id.get(motor_id)
-        return ServoHardwareError(self.label, m.name if m else "", motor_id, flags, port=self.port,
-                                  others=others, sample=sample)
+        return ServoHardwareError(
+            self.label, m.name if m else "", motor_id, flags, port=self.port, others=others, sample=sample
+        )
 
     def _raise_alerts(self, ids: Sequence[int], sample: BusSample | None) -> None:
         found: dict[int, frozenset[str]] = {}
@@ -608,7 +668,9 @@ class MotorBus:
             return
         self.stats["hardware_errors"] += 1
         first = sorted(found)[0]
-        err = self._hardware_error(first, found[first], {i: f for i, f in found.items() if i != first}, sample)
+        err = self._hardware_error(
+            first, found[first], {i: f for i, f in found.items() if i != first}, sample
+        )
         self.stats["last_error"] = str(err)
         raise err
 

@@ -62,7 +62,7 @@ def describe_status_error(error_byte: int) -> str:
 
 
 def where(arm: str = "", joint: str = "", servo_id: int | None = None, port: str = "") -> str:
-    """"arm 'left_follower' joint 'waist' (ID 1) on /dev/ttyUSB0" with the known parts."""
+    """ "arm 'left_follower' joint 'waist' (ID 1) on /dev/ttyUSB0" with the known parts."""
     parts = []
     if arm:
         parts.append(f"arm {arm!r}")
@@ -104,7 +104,14 @@ class ModelMismatchError(DynamixelError):
 class BusCommError(DynamixelError):
     """A transaction still failing after its retries. `counters` is a copy of the bus stats."""
 
-    def __init__(self, message: str, *, arm: str = "", ids: tuple[int, ...] = (), counters: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        arm: str = "",
+        ids: tuple[int, ...] = (),
+        counters: dict[str, Any] | None = None,
+    ):
         super().__init__(message)
         self.arm = arm
         self.ids = tuple(ids)
@@ -146,9 +153,13 @@ class ServoHardwareError(DynamixelError):
         fixes = "; ".join(HARDWARE_ERROR_FIXES[f] for f in sorted(self.flags) if f in HARDWARE_ERROR_FIXES)
         extra = ""
         if self.others:
-            extra = " (also alerting: " + ", ".join(
-                f"ID {i}: {', '.join(sorted(fl)) or 'unknown'}" for i, fl in sorted(self.others.items())
-            ) + ")"
+            extra = (
+                " (also alerting: "
+                + ", ".join(
+                    f"ID {i}: {', '.join(sorted(fl)) or 'unknown'}" for i, fl in sorted(self.others.items())
+                )
+                + ")"
+            )
         super().__init__(
             f"{where(arm, joint, servo_id, port)}: hardware error {names}{extra}: the servo may have "
             f"switched its torque off; {fixes or 'check the servo'}; then reboot the servo "

@@ -102,7 +102,14 @@ def unstuff(field: bytes | bytearray) -> bytes:
     while i < n:
         b = field[i]
         out.append(b)
-        if b == 0xFD and i >= 2 and field[i - 1] == 0xFF and field[i - 2] == 0xFF and i + 1 < n and field[i + 1] == 0xFD:
+        if (
+            b == 0xFD
+            and i >= 2
+            and field[i - 1] == 0xFF
+            and field[i - 2] == 0xFF
+            and i + 1 < n
+            and field[i + 1] == 0xFD
+        ):
             i += 2
             continue
         i += 1
@@ -184,7 +191,12 @@ class PacketReader:
         buf = self._buf
         if now is not None:
             timeout = self.inter_byte_timeout_s
-            if buf and timeout is not None and self._last_byte_t is not None and now - self._last_byte_t > timeout:
+            if (
+                buf
+                and timeout is not None
+                and self._last_byte_t is not None
+                and now - self._last_byte_t > timeout
+            ):
                 self.timed_out += 1
                 self.skipped += len(buf)
                 buf.clear()
@@ -227,8 +239,16 @@ class PacketReader:
             ok = is_stuffed(field)
             inst = payload[0]
             if inst == STATUS:
-                out.append(Packet(raw[4], inst, payload[2:], payload[1] if len(payload) > 1 else 0, raw=raw,
-                                  stuffing_ok=ok))
+                out.append(
+                    Packet(
+                        raw[4],
+                        inst,
+                        payload[2:],
+                        payload[1] if len(payload) > 1 else 0,
+                        raw=raw,
+                        stuffing_ok=ok,
+                    )
+                )
             else:
                 out.append(Packet(raw[4], inst, payload[1:], raw=raw, stuffing_ok=ok))
 

@@ -85,7 +85,11 @@ FIRMWARE_VERSION = 52
 # shorter than the SDK's status timeout (34 ms), so the driver's retry after a swallowed packet
 # is heard.
 INTER_BYTE_TIMEOUT_S = 0.010
-_POSITION_MODES = (OperatingMode.POSITION, OperatingMode.EXTENDED_POSITION, OperatingMode.CURRENT_BASED_POSITION)
+_POSITION_MODES = (
+    OperatingMode.POSITION,
+    OperatingMode.EXTENDED_POSITION,
+    OperatingMode.CURRENT_BASED_POSITION,
+)
 _EXTENDED_RANGE = 1_048_575  # goal position range in the multi-turn modes
 
 # byte address -> the register that covers it
@@ -95,7 +99,14 @@ for _r in Reg.all():
         _ADDR_REG[_a] = _r
 
 
-_FMT = {(1, False): "<B", (1, True): "<b", (2, False): "<H", (2, True): "<h", (4, False): "<I", (4, True): "<i"}
+_FMT = {
+    (1, False): "<B",
+    (1, True): "<b",
+    (2, False): "<H",
+    (2, True): "<h",
+    (4, False): "<I",
+    (4, True): "<i",
+}
 _STRUCTS: dict[Register, struct.Struct] = {r: struct.Struct(_FMT[(r.size, r.signed)]) for r in Reg.all()}
 _RANGES: dict[Register, tuple[int, int]] = {r: r.value_range for r in Reg.all()}
 # Present values 120..146: realtime tick, moving, moving status, PWM, current, velocity, position,
@@ -125,8 +136,17 @@ class FakeServo:
     holding_current_ma = 30.0  # current drawn holding position
     tracking_ma_per_tick = 8.0  # current model while moving: proportional to the tracking error
 
-    def __init__(self, servo_id: int, model: ModelInfo, *, now: float, baud_code: int = 3,
-                 position: int = 2048, input_voltage: float = 12.0, temperature_c: float = 30.0):
+    def __init__(
+        self,
+        servo_id: int,
+        model: ModelInfo,
+        *,
+        now: float,
+        baud_code: int = 3,
+        position: int = 2048,
+        input_voltage: float = 12.0,
+        temperature_c: float = 30.0,
+    ):
         self.model = model
         self.table = bytearray(TABLE_SIZE)
         self.external_motion: Callable[[float], int] | None = None
@@ -202,7 +222,9 @@ class FakeServo:
             return StatusError.ACCESS
         self.step(now)
         sid, baud = self.id, self.get(Reg.BAUD_RATE)
-        self._eeprom_defaults(1 if option == 0xFF else sid, 1 if option == 0xFF else (baud if option == 0x02 else 1))
+        self._eeprom_defaults(
+            1 if option == 0xFF else sid, 1 if option == 0xFF else (baud if option == 0x02 else 1)
+        )
         self._ram_defaults()
         return 0
 
@@ -354,7 +376,11 @@ class FakeServo:
             self._vel = 0.0  # arrived (or pressing): the lazily integrated interval may hide it
         else:
             self._vel = (new - pos) / dt
-        if blocked and mode in (OperatingMode.POSITION, OperatingMode.EXTENDED_POSITION) and abs(cur) >= limit_ma:
+        if (
+            blocked
+            and mode in (OperatingMode.POSITION, OperatingMode.EXTENDED_POSITION)
+            and abs(cur) >= limit_ma
+        ):
             self._stall_s += dt
         else:
             self._stall_s = 0.0
@@ -391,10 +417,19 @@ class FakeServo:
         goal = _u(Reg.GOAL_POSITION, t)
         temp = self.ambient_c + 25.0 * abs(self._cur_ma) / stall_ma
         _PRESENT.pack_into(
-            t, 120,
-            int(self._t * 1000.0) % 32768, moving, 0, _clip(pwm, -PWM_MAX, PWM_MAX), _clip(cur, -32768, 32767),
-            _clip(vel_units, *_I32), _clip(self._to_user(self._pos), *_I32), 0, goal,
-            _clip(self.input_voltage * 10, 0, 65535), _clip(temp, 0, 255),
+            t,
+            120,
+            int(self._t * 1000.0) % 32768,
+            moving,
+            0,
+            _clip(pwm, -PWM_MAX, PWM_MAX),
+            _clip(cur, -32768, 32767),
+            _clip(vel_units, *_I32),
+            _clip(self._to_user(self._pos), *_I32),
+            0,
+            goal,
+            _clip(self.input_voltage * 10, 0, 65535),
+            _clip(temp, 0, 255),
         )
 
     # ------------------------------------------------------------------ control table access
@@ -529,7 +564,9 @@ class FakePortHandler(PortHandler):
                 self._clock.sleep_until(self._pending[0][0])
                 self._deliver()
             else:
-                self._clock.sleep_until(deadline + 1e-6)  # nothing comes in time: let the timeout pass (SDK tests '>')
+                self._clock.sleep_until(
+                    deadline + 1e-6
+                )  # nothing comes in time: let the timeout pass (SDK tests '>')
                 return b""
         out = bytes(self._rx[:length])
         del self._rx[:length]
@@ -549,9 +586,29 @@ class FakePortHandler(PortHandler):
 class _PtyServer(threading.Thread):
     """Answers on the master side of a pseudo-terminal."""
 
-    _SPEEDS = {getattr(termios, f"B{b}"): b for b in (9600, 19200, 38400, 57600, 115200, 230400, 460800,
-               500000, 576000, 921600, 1000000, 1152000, 2000000, 2500000, 3000000, 3500000, 4000000)
-               if hasattr(termios, f"B{b}")}
+    _SPEEDS = {
+        getattr(termios, f"B{b}"): b
+        for b in (
+            9600,
+            19200,
+            38400,
+            57600,
+            115200,
+            230400,
+            460800,
+            500000,
+            576000,
+            921600,
+            1000000,
+            1152000,
+            2000000,
+            2500000,
+            3000000,
+            3500000,
+            4000000,
+        )
+        if hasattr(termios, f"B{b}")
+    }
 
     def __init__(self, bus: FakeDynamixelBus):
         super().__init__(name="fake-dynamixel-pty", daemon=True)
@@ -611,9 +668,18 @@ class FakeDynamixelBus:
     inter_byte_timeout_s: a partial packet is dropped after this long without a byte (None: never).
     """
 
-    def __init__(self, servos: dict[int, str], *, clock: Clock | None = None, faults: FaultInjector | None = None,
-                 baudrate: int = 1_000_000, simulate_wire_time: bool = False, input_voltage: float = 12.0,
-                 position: int = 2048, inter_byte_timeout_s: float | None = INTER_BYTE_TIMEOUT_S):
+    def __init__(
+        self,
+        servos: dict[int, str],
+        *,
+        clock: Clock | None = None,
+        faults: FaultInjector | None = None,
+        baudrate: int = 1_000_000,
+        simulate_wire_time: bool = False,
+        input_voltage: float = 12.0,
+        position: int = 2048,
+        inter_byte_timeout_s: float | None = INTER_BYTE_TIMEOUT_S,
+    ):
         if baudrate not in BAUD_TO_CODE:
             raise ConfigError(
                 f"fake Dynamixel bus: baud rate {baudrate} is not a Dynamixel rate "
@@ -624,12 +690,20 @@ class FakeDynamixelBus:
         self.faults = faults
         self.simulate_wire_time = simulate_wire_time
         if inter_byte_timeout_s is not None and not inter_byte_timeout_s > 0:
-            raise ConfigError(f"fake Dynamixel bus: inter_byte_timeout_s must be > 0 or None, got {inter_byte_timeout_s}")
+            raise ConfigError(
+                f"fake Dynamixel bus: inter_byte_timeout_s must be > 0 or None, got {inter_byte_timeout_s}"
+            )
         self.inter_byte_timeout_s = inter_byte_timeout_s
         self.transactions = 0  # instruction packets received (any ID)
-        self.counters: dict[str, int] = {"bad_instruction_crc": 0, "status_packets": 0, "dropped_by_fault": 0,
-                                         "corrupted_by_fault": 0, "wrong_baud": 0, "bad_stuffing": 0,
-                                         "inter_byte_timeouts": 0}
+        self.counters: dict[str, int] = {
+            "bad_instruction_crc": 0,
+            "status_packets": 0,
+            "dropped_by_fault": 0,
+            "corrupted_by_fault": 0,
+            "wrong_baud": 0,
+            "bad_stuffing": 0,
+            "inter_byte_timeouts": 0,
+        }
         self._lock = threading.RLock()
         self._t0: float | None = None
         self._servos: dict[int, FakeServo] = {}
@@ -638,12 +712,20 @@ class FakeDynamixelBus:
         now = self.clock.now()
         for sid, model in sorted(servos.items()):
             if model not in MODELS:
-                raise ConfigError(f"fake Dynamixel bus: servo ID {sid}: unknown model {model!r} "
-                                  f"(known: {', '.join(sorted(MODELS))})")
+                raise ConfigError(
+                    f"fake Dynamixel bus: servo ID {sid}: unknown model {model!r} "
+                    f"(known: {', '.join(sorted(MODELS))})"
+                )
             if not 0 <= sid <= 252:
                 raise ConfigError(f"fake Dynamixel bus: servo ID {sid} outside 0..252")
-            self._servos[sid] = FakeServo(sid, MODELS[model], now=now, baud_code=BAUD_TO_CODE[baudrate],
-                                          position=position, input_voltage=input_voltage)
+            self._servos[sid] = FakeServo(
+                sid,
+                MODELS[model],
+                now=now,
+                baud_code=BAUD_TO_CODE[baudrate],
+                position=position,
+                input_voltage=input_voltage,
+            )
         if faults is not None:
             faults.bind(list(self._servos))
 
@@ -760,8 +842,11 @@ class FakeDynamixelBus:
             self.counters["bad_stuffing"] += 1
             return None
         addressed = self._addressed(pkt)
-        actions = (self.faults.decide(self.transactions, now - self._t0, addressed)
-                   if self.faults is not None else FaultActions())
+        actions = (
+            self.faults.decide(self.transactions, now - self._t0, addressed)
+            if self.faults is not None
+            else FaultActions()
+        )
         for sid in actions.reboot:
             if sid in self._servos:
                 self._servos[sid].reboot(now)
@@ -792,7 +877,11 @@ class FakeDynamixelBus:
         if self.simulate_wire_time:
             rx = sum(len(c) for c in chunks)
             delay += wire_time_s(len(pkt.raw) + rx, baudrate)
-            delay += sum(self._servos[sid].get(Reg.RETURN_DELAY_TIME) * 2e-6 for sid, _ in replies if sid in self._servos)
+            delay += sum(
+                self._servos[sid].get(Reg.RETURN_DELAY_TIME) * 2e-6
+                for sid, _ in replies
+                if sid in self._servos
+            )
         return now + delay, b"".join(chunks)
 
     def _crc_error_reply(self, pkt: Packet, baudrate: int, now: float) -> tuple[float, bytes] | None:

@@ -40,7 +40,9 @@ class FaultRule:
     kind: str  # one of FAULT_KINDS
     rate: float = 1.0  # probability per eligible transaction (1.0: every one)
     ids: tuple[int, ...] = ()  # servos hit; empty: chosen by `target`
-    target: str = "one"  # without ids: "one" addressed servo at random, "all" addressed, "last" (highest ID on the bus)
+    target: str = (
+        "one"  # without ids: "one" addressed servo at random, "all" addressed, "last" (highest ID on the bus)
+    )
     start_s: float = 0.0  # active from this many seconds after the bus's first transaction
     start_transaction: int = 0  # and from this transaction number (1 = the first)
     count: int | None = None  # fire at most this many times (None: no limit)
@@ -54,7 +56,9 @@ class FaultRule:
         if not 0.0 <= self.rate <= 1.0:
             raise ConfigError(f"fault {self.kind}: rate must be within 0..1, got {self.rate}")
         if self.target not in TARGETS:
-            raise ConfigError(f"fault {self.kind}: target {self.target!r} unknown (valid: {', '.join(TARGETS)})")
+            raise ConfigError(
+                f"fault {self.kind}: target {self.target!r} unknown (valid: {', '.join(TARGETS)})"
+            )
         if self.count is not None and self.count < 1:
             raise ConfigError(f"fault {self.kind}: count must be >= 1 or None")
         if self.latency_s < 0:
@@ -62,7 +66,9 @@ class FaultRule:
         valid = set(HARDWARE_ERROR_BITS.values())
         bad = [f for f in self.flags if f not in valid]
         if bad:
-            raise ConfigError(f"fault {self.kind}: flag {bad[0]!r} unknown (valid: {', '.join(sorted(valid))})")
+            raise ConfigError(
+                f"fault {self.kind}: flag {bad[0]!r} unknown (valid: {', '.join(sorted(valid))})"
+            )
         self.ids = tuple(int(i) for i in self.ids)
 
 
@@ -164,7 +170,9 @@ def _number(name: str, param: str | None, default: float, what: str) -> float:
     try:
         return float(param)
     except ValueError:
-        raise ConfigError(f"fault scenario '{name}:{param}': the parameter is {what}, e.g. {name}:{default:g}") from None
+        raise ConfigError(
+            f"fault scenario '{name}:{param}': the parameter is {what}, e.g. {name}:{default:g}"
+        ) from None
 
 
 def _servo_id(name: str, param: str | None) -> tuple[int, ...]:
@@ -173,7 +181,9 @@ def _servo_id(name: str, param: str | None) -> tuple[int, ...]:
     try:
         return (int(param),)
     except ValueError:
-        raise ConfigError(f"fault scenario '{name}:{param}': the parameter is a servo ID, e.g. {name}:9") from None
+        raise ConfigError(
+            f"fault scenario '{name}:{param}': the parameter is a servo ID, e.g. {name}:9"
+        ) from None
 
 
 def _lossy(pct: float | None) -> Callable[[str | None], list[FaultRule]]:
@@ -249,7 +259,7 @@ SCENARIO_HELP: dict[str, str] = {
     "dead_servo": "dead_servo:ID - that servo never answers",
     "overload_gripper_at_2s": "overload_gripper_at_2s[:ID] - overload error latched at 2 s (default: highest ID)",
     "overload_at": "overload_at[:S] - the highest ID (the gripper) latches an overload error S s after the bus "
-                   "starts (default 2)",
+    "starts (default 2)",
     "overheat_at_2s": "overheat_at_2s[:ID] - overheating error latched at 2 s (default: highest ID)",
     "reboot_at_2s": "reboot_at_2s[:ID] - the servo (default: all, a brown-out) reboots at 2 s: torque off",
     "slow_bus": "slow_bus[:MS] - every reply MS ms late (default 2)",
@@ -257,7 +267,7 @@ SCENARIO_HELP: dict[str, str] = {
 
 
 def parse_scenario(spec: str | None, seed: int = 0) -> FaultInjector:
-    """"name", "name:param" or "a+b:param" -> FaultInjector. Empty or None means "none".
+    """ "name", "name:param" or "a+b:param" -> FaultInjector. Empty or None means "none".
     Raises ConfigError (one line, listing the valid names) for an unknown name."""
     spec = (spec or "").strip()
     rules: list[FaultRule] = []

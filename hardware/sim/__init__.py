@@ -30,8 +30,16 @@ def make_sim_camera(rig: Any, name: str, clock: Any):
     from duet.hardware.sim.world import world_for
 
     slot = rig.camera(name)
-    return SimCamera(world_for(rig), name, clock, width=slot.width, height=slot.height, fps=slot.fps,
-                     depth=slot.depth, max_age_s=slot.max_age_s)
+    return SimCamera(
+        world_for(rig),
+        name,
+        clock,
+        width=slot.width,
+        height=slot.height,
+        fps=slot.fps,
+        depth=slot.depth,
+        max_age_s=slot.max_age_s,
+    )
 
 
 def sim_world(rig: Any, task: str | None = None):

@@ -268,4 +268,3 @@ class SimLeaderArm(_SimArmBase):
         self._require()
         self._torque = bool(enabled)
         self._last_sent = self.world.puppet_pose(self.side)
-

@@ -69,8 +69,12 @@ def gl_backend() -> str:
         else:
             env = {**os.environ, "MUJOCO_GL": "egl", "PYOPENGL_PLATFORM": "egl"}
             try:
-                ok = subprocess.run([sys.executable, "-c", _EGL_PROBE], env=env, capture_output=True,
-                                    timeout=120).returncode == 0
+                ok = (
+                    subprocess.run(
+                        [sys.executable, "-c", _EGL_PROBE], env=env, capture_output=True, timeout=120
+                    ).returncode
+                    == 0
+                )
             except (OSError, subprocess.TimeoutExpired):
                 ok = False
             choice = "egl" if ok else "osmesa"
@@ -102,8 +106,15 @@ class Renderer:
     Owns a GL context: create, use and close it from one thread.
     """
 
-    def __init__(self, world: SimWorld, camera: str, width: int, height: int, depth: bool = False,
-                 quality: str = "fast"):
+    def __init__(
+        self,
+        world: SimWorld,
+        camera: str,
+        width: int,
+        height: int,
+        depth: bool = False,
+        quality: str = "fast",
+    ):
         import mujoco
 
         self.world = world
@@ -113,7 +124,9 @@ class Renderer:
             have = ", ".join(model.camera(i).name for i in range(model.ncam))
             raise ConfigError(f"sim camera {camera!r}: not in the scene (have {have})")
         if quality not in QUALITIES:
-            raise ConfigError(f"sim camera {camera!r}: render quality {quality!r} is not one of {', '.join(QUALITIES)}")
+            raise ConfigError(
+                f"sim camera {camera!r}: render quality {quality!r} is not one of {', '.join(QUALITIES)}"
+            )
         fast = quality == "fast"
         self.width, self.height, self.depth = int(width), int(height), bool(depth)
         GLContext = _gl_context_class()
@@ -155,8 +168,15 @@ class Renderer:
         import mujoco
 
         with self.world.lock:
-            mujoco.mjv_updateScene(self.world.model, self.world.data, self._opt, None, self._cam,
-                                   mujoco.mjtCatBit.mjCAT_ALL, self._scene)
+            mujoco.mjv_updateScene(
+                self.world.model,
+                self.world.data,
+                self._opt,
+                None,
+                self._cam,
+                mujoco.mjtCatBit.mjCAT_ALL,
+                self._scene,
+            )
 
     def render(self) -> tuple[np.ndarray, np.ndarray | None]:
         """Rasterise the captured scene: (H, W, 3) uint8 RGB, and (H, W) uint16 depth in mm."""
@@ -192,9 +212,19 @@ def scene_camera(name: str) -> str:
 class SimCamera:
     """A camera of the sim rig; see the module doc for lockstep vs real-time timing."""
 
-    def __init__(self, world: SimWorld, name: str, clock: Any, width: int = 320, height: int = 240,
-                 fps: float = 50.0, depth: bool = False, max_age_s: float = 0.1, scene_name: str | None = None,
-                 quality: str | None = None):
+    def __init__(
+        self,
+        world: SimWorld,
+        name: str,
+        clock: Any,
+        width: int = 320,
+        height: int = 240,
+        fps: float = 50.0,
+        depth: bool = False,
+        max_age_s: float = 0.1,
+        scene_name: str | None = None,
+        quality: str | None = None,
+    ):
         if width <= 0 or height <= 0 or fps <= 0:
             raise ConfigError(f"sim camera {name!r}: width, height and fps must be > 0")
         self.world = world
@@ -204,15 +234,20 @@ class SimCamera:
         self.max_age_s = float(max_age_s)
         self.quality = quality or world.render_quality
         if self.quality not in QUALITIES:
-            raise ConfigError(f"sim camera {name!r}: render quality {self.quality!r} is not one of {', '.join(QUALITIES)}")
-        self.features = CameraFeatures(name=name, width=int(width), height=int(height), fps=float(fps),
-                                       has_depth=bool(depth))
+            raise ConfigError(
+                f"sim camera {name!r}: render quality {self.quality!r} is not one of {', '.join(QUALITIES)}"
+            )
+        self.features = CameraFeatures(
+            name=name, width=int(width), height=int(height), fps=float(fps), has_depth=bool(depth)
+        )
         import mujoco
 
         if mujoco.mj_name2id(world.model, mujoco.mjtObj.mjOBJ_CAMERA, self.scene_name) < 0:
             have = ", ".join(world.model.camera(i).name for i in range(world.model.ncam))
-            raise ConfigError(f"sim camera {name!r}: no scene camera {self.scene_name!r} (name it one of {have}, "
-                              f"or {', '.join(SCENE_CAMERAS)})")
+            raise ConfigError(
+                f"sim camera {name!r}: no scene camera {self.scene_name!r} (name it one of {have}, "
+                f"or {', '.join(SCENE_CAMERAS)})"
+            )
         self._connected = False
         self._mode = ""
         self._renderer: Renderer | None = None
@@ -248,8 +283,9 @@ class SimCamera:
         self._error = None
         if self._mode == "realtime":
             started = threading.Event()
-            self._thread = threading.Thread(target=self._worker, args=(started,), name=f"sim-cam-{self.name}",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._worker, args=(started,), name=f"sim-cam-{self.name}", daemon=True
+            )
             self._thread.start()
             started.wait(timeout=60.0)
             if self._error is not None:

@@ -80,18 +80,27 @@ class EpisodeResult:
         why = "failed" if not self.success else ("not held at the end" if not self.completed else "IK")
         flag = f"  FLAGGED ({why})" if self.flagged else ""
         name = self.stage_names[self.max_stage - 1] if self.max_stage > 0 else "none"
-        return (f"{self.task} seed {self.seed}: {'success' if self.success else 'failure'}, "
-                f"max stage {self.max_stage}/{len(self.stage_names)} ({name}), {self.ticks} ticks, "
-                f"{self.wall_s:.2f} s wall{flag}")
+        return (
+            f"{self.task} seed {self.seed}: {'success' if self.success else 'failure'}, "
+            f"max stage {self.max_stage}/{len(self.stage_names)} ({name}), {self.ticks} ticks, "
+            f"{self.wall_s:.2f} s wall{flag}"
+        )
 
 
 class ScriptedCollector:
     """Runs scripted demonstrations on a sim rig in lockstep."""
 
-    def __init__(self, rig: Any, task: str | None = None, cameras: list[str] | tuple[str, ...] | None = None,
-                 render: bool = True):
+    def __init__(
+        self,
+        rig: Any,
+        task: str | None = None,
+        cameras: list[str] | tuple[str, ...] | None = None,
+        render: bool = True,
+    ):
         if getattr(rig, "mock_backend", "sim") != "sim":
-            raise ConfigError(f"rig {rig.name!r}: sim collection needs mock_backend: sim (e.g. rig aloha_sim)")
+            raise ConfigError(
+                f"rig {rig.name!r}: sim collection needs mock_backend: sim (e.g. rig aloha_sim)"
+            )
         if task is not None:
             existing = None
             from duet.hardware.sim.world import get_world
@@ -103,8 +112,12 @@ class ScriptedCollector:
         self.world: SimWorld = world_for(rig, task)
         self.clock = self.world.clock
         if not rig.pairs:
-            raise ConfigError(f"rig {rig.name!r}: no teleop pairs (add pairs: [[left_leader, left_follower], ...])")
-        self.pairs = [(make_sim_arm(rig, ld, self.clock), make_sim_arm(rig, fo, self.clock)) for ld, fo in rig.pairs]
+            raise ConfigError(
+                f"rig {rig.name!r}: no teleop pairs (add pairs: [[left_leader, left_follower], ...])"
+            )
+        self.pairs = [
+            (make_sim_arm(rig, ld, self.clock), make_sim_arm(rig, fo, self.clock)) for ld, fo in rig.pairs
+        ]
         names = list(cameras) if cameras is not None else [c.name for c in rig.cameras]
         self.cameras = [make_sim_camera(rig, n, self.clock) for n in names] if render else []
         self._connected = False
@@ -134,9 +147,16 @@ class ScriptedCollector:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def run(self, seed: int, on_step: Callable[[Step], None] | None = None, plan: Plan | None = None,
-            settle_ticks: int = 0, correct: bool = True, recorder: Any = None,
-            keep_failed: bool = False) -> EpisodeResult:
+    def run(
+        self,
+        seed: int,
+        on_step: Callable[[Step], None] | None = None,
+        plan: Plan | None = None,
+        settle_ticks: int = 0,
+        correct: bool = True,
+        recorder: Any = None,
+        keep_failed: bool = False,
+    ) -> EpisodeResult:
         """One scripted episode with objects placed by `seed`; on_step gets every tick.
         correct=False: the operator plays its plan blind (no look at the scene mid-way).
         recorder: a recorder on this world's clock (duet.data.recorder.Recorder; the caller,
@@ -150,8 +170,13 @@ class ScriptedCollector:
         plan = plan or plan_episode(w, rate_hz=w.control_rate_hz)
         w.set_operator(ScriptedOperator(plan, world=w if correct else None))
         if recorder is not None:
-            recorder.start_episode(task=w.task.name, operator="scripted", seed=int(seed), sim=True,
-                                   object_poses={k: [float(x) for x in v] for k, v in w.object_poses.items()})
+            recorder.start_episode(
+                task=w.task.name,
+                operator="scripted",
+                seed=int(seed),
+                sim=True,
+                object_poses={k: [float(x) for x in v] for k, v in w.object_poses.items()},
+            )
         pacer = Pacer(w.control_rate_hz, self.clock)
         t0 = self.clock.now()
         pacer.start(t0)
@@ -175,17 +200,19 @@ class ScriptedCollector:
             if recorder is not None:
                 self._record(recorder, t, obs, leaders, sent, reads)
             if on_step is not None:
-                on_step(Step(
-                    tick=k,
-                    t=t,
-                    qpos=np.concatenate([o.position for o in obs]),
-                    qvel=np.concatenate([o.velocity for o in obs]),
-                    action=np.concatenate(sent),
-                    leader=np.concatenate([s.position for s in leaders]),
-                    images=images,
-                    image_stamps=stamps,
-                    stage=int(w.stage),
-                ))
+                on_step(
+                    Step(
+                        tick=k,
+                        t=t,
+                        qpos=np.concatenate([o.position for o in obs]),
+                        qvel=np.concatenate([o.velocity for o in obs]),
+                        action=np.concatenate(sent),
+                        leader=np.concatenate([s.position for s in leaders]),
+                        images=images,
+                        image_stamps=stamps,
+                        stage=int(w.stage),
+                    )
+                )
         pacer.wait()  # the last command's physics
         stages[ticks] = w.stage
         w.set_operator(None)
@@ -226,4 +253,3 @@ class ScriptedCollector:
         while rec.pending_frames > limit and rec.error is None:
             time.sleep(0.002)
         rec.tick(t)
-

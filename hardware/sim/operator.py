@@ -145,9 +145,19 @@ class Kinematics:
         R = self.data.xmat[b].reshape(3, 3).copy()
         return self.data.xpos[b] + R @ self.tcp, R
 
-    def ik(self, side: str, pos: np.ndarray, R: np.ndarray, q0: np.ndarray, *, iters: int = 100,
-           tol_pos: float = 1e-4, tol_rot: float = 1e-3, damping: float = 0.02,
-           rot_weight: float = 0.3) -> tuple[np.ndarray, float, float]:
+    def ik(
+        self,
+        side: str,
+        pos: np.ndarray,
+        R: np.ndarray,
+        q0: np.ndarray,
+        *,
+        iters: int = 100,
+        tol_pos: float = 1e-4,
+        tol_rot: float = 1e-3,
+        damping: float = 0.02,
+        rot_weight: float = 0.3,
+    ) -> tuple[np.ndarray, float, float]:
         """Joints (6,) placing the TCP at pos with rotation R, starting from q0.
         Returns (q, position error m, rotation error rad)."""
         import mujoco
@@ -332,19 +342,27 @@ def correct_insertion(world: SimWorld, kin: Kinematics, plan: Plan, tick: int, r
     keep = [w for w in right if w.tick <= tick] + [_wp(tick, tcp, R, 0.0)]
     if tick < 330:
         across = tcp + (lined_up - peg) * [0.0, 1.0, 1.0]
-        right[:] = keep + [_wp(tick + 20, across, R, 0.0), _wp(tick + 40, tcp + (lined_up - peg), R, 0.0),
-                           _wp(400, tcp + (lined_up - peg), R, 0.0)]
+        right[:] = keep + [
+            _wp(tick + 20, across, R, 0.0),
+            _wp(tick + 40, tcp + (lined_up - peg), R, 0.0),
+            _wp(400, tcp + (lined_up - peg), R, 0.0),
+        ]
     else:
-        right[:] = keep + [_wp(tick + 10, tcp + (lined_up - peg), R, 0.0), _wp(tick + 40, tcp + (inserted - peg), R, 0.0),
-                           _wp(400, tcp + (inserted - peg), R, 0.0)]
+        right[:] = keep + [
+            _wp(tick + 10, tcp + (lined_up - peg), R, 0.0),
+            _wp(tick + 40, tcp + (inserted - peg), R, 0.0),
+            _wp(400, tcp + (inserted - peg), R, 0.0),
+        ]
     return {"right"}
 
 
 PRE_INSERT_GAP = 0.13  # m: peg centre ahead of the socket centre before pushing in (tip 1 cm out)
 INSERT_DEPTH = 0.09  # m: peg centre ahead of the socket centre when inserted (pressed 1 cm onto the pin)
 # Ticks (50 Hz) at which the operator looks at the scene and corrects, per task.
-CORRECTIONS = {"transfer_cube": ((250, correct_transfer_cube),),
-               "insertion": ((300, correct_insertion), (345, correct_insertion))}
+CORRECTIONS = {
+    "transfer_cube": ((250, correct_transfer_cube),),
+    "insertion": ((300, correct_insertion), (345, correct_insertion)),
+}
 
 
 # ---------------------------------------------------------------------------- operator
@@ -374,8 +392,15 @@ class Plan:
         return all(e < 5e-3 for e in self.ik_error.values())
 
 
-def _track(kin: Kinematics, side: str, pts: list[Waypoint], rows: range, q0: np.ndarray, scale: float,
-           out: np.ndarray) -> float:
+def _track(
+    kin: Kinematics,
+    side: str,
+    pts: list[Waypoint],
+    rows: range,
+    q0: np.ndarray,
+    scale: float,
+    out: np.ndarray,
+) -> float:
     """Fill out[rows] with joints following the waypoints (IK warm-started from q0).
     Returns the worst TCP position error at the waypoints themselves (in between, the path
     may cut a corner near the wrist singularity without harm)."""
@@ -443,7 +468,9 @@ class ScriptedOperator:
             # Re-plan into a copy and swap it in whole: a reader never sees half a correction.
             traj = self.plan.joints[side].copy()
             start = min(row, len(traj) - 1)
-            err = _track(kin, side, self.plan.waypoints[side], range(start, len(traj)), traj[start, :6], scale, traj)
+            err = _track(
+                kin, side, self.plan.waypoints[side], range(start, len(traj)), traj[start, :6], scale, traj
+            )
             self.plan.joints[side] = traj
             self.plan.ik_error[side] = max(self.plan.ik_error.get(side, 0.0), err)
         self.corrections += 1

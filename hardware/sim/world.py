@@ -90,7 +90,10 @@ class ArmBinding:
         self.side = side
         prefix = f"vx300s_{side}/"
         jid = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, prefix + n) for n in ARM_JOINTS]
-        fid = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, prefix + n) for n in ("left_finger", "right_finger")]
+        fid = [
+            mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, prefix + n)
+            for n in ("left_finger", "right_finger")
+        ]
         if min(jid + fid) < 0:
             raise DuetError(f"MuJoCo sim: the scene has no arm {prefix!r}; reinstall gym-aloha==0.1.5")
         self.qpos = np.array([model.jnt_qposadr[j] for j in jid])
@@ -135,7 +138,9 @@ class SimWorld:
         try:
             self.model = mujoco.MjModel.from_xml_path(str(path))
         except Exception as e:  # mujoco raises ValueError with a multi-line message
-            raise DuetError(f"MuJoCo sim: cannot load {path} ({str(e).splitlines()[0]}); reinstall gym-aloha==0.1.5") from None
+            raise DuetError(
+                f"MuJoCo sim: cannot load {path} ({str(e).splitlines()[0]}); reinstall gym-aloha==0.1.5"
+            ) from None
         self.data = mujoco.MjData(self.model)
         self.task.bind(self.model)
         self.arms = {s: ArmBinding(self.model, s) for s in SIDES}
@@ -181,7 +186,9 @@ class SimWorld:
     def advance_to(self, t: float) -> int:
         """Step physics until sim_time() reaches t (lockstep). Returns the steps taken."""
         if self._rt_thread is not None:
-            raise DuetError(f"sim world {self.name!r}: runs in real time; give the devices its SimClock for lockstep")
+            raise DuetError(
+                f"sim world {self.name!r}: runs in real time; give the devices its SimClock for lockstep"
+            )
         import mujoco
 
         n = 0
@@ -201,7 +208,9 @@ class SimWorld:
 
     # ------------------------------------------------------------------ episodes
 
-    def reset(self, seed: int | None = None, object_poses: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    def reset(
+        self, seed: int | None = None, object_poses: dict[str, np.ndarray] | None = None
+    ) -> dict[str, np.ndarray]:
         """Start an episode: arms at the start pose, objects at seeded random poses (or the
         given ones), stage 0. Simulated time keeps running forward."""
         import mujoco
@@ -365,18 +374,26 @@ class SimWorld:
                 if clock.world is not self:
                     raise DuetError(f"sim world {self.name!r}: device got another world's SimClock")
                 if self._rt_thread is not None:
-                    raise DuetError(f"sim world {self.name!r}: already runs in real time; give every device the same clock")
+                    raise DuetError(
+                        f"sim world {self.name!r}: already runs in real time; give every device the same clock"
+                    )
                 self._users.add(id(device))
                 return "lockstep"
             if self._rt_clock is not None and not _same_clock(self._rt_clock, clock):
-                raise DuetError(f"sim world {self.name!r}: devices were given different clocks; use one clock per rig")
+                raise DuetError(
+                    f"sim world {self.name!r}: devices were given different clocks; use one clock per rig"
+                )
             if self._users and self._rt_thread is None:
-                raise DuetError(f"sim world {self.name!r}: already runs in lockstep; give every device world.clock")
+                raise DuetError(
+                    f"sim world {self.name!r}: already runs in lockstep; give every device world.clock"
+                )
             self._users.add(id(device))
             if self._rt_thread is None:
                 self._rt_clock = clock
                 self._rt_stop.clear()
-                self._rt_thread = threading.Thread(target=self._run_realtime, name=f"sim-physics-{self.name}", daemon=True)
+                self._rt_thread = threading.Thread(
+                    target=self._run_realtime, name=f"sim-physics-{self.name}", daemon=True
+                )
                 self._rt_thread.start()
             return "realtime"
 
@@ -480,7 +497,9 @@ def world_for(rig: Any, task: str | None = None) -> SimWorld:
             w = SimWorld(want, name=rig.name, control_rate_hz=rig.control_rate_hz)
             _WORLDS[rig.name] = w
         elif w.task.name != want:
-            raise DuetError(f"sim world {rig.name!r} runs task {w.task.name!r}, not {want!r}; close it first (world.close())")
+            raise DuetError(
+                f"sim world {rig.name!r} runs task {w.task.name!r}, not {want!r}; close it first (world.close())"
+            )
         return w
 
 

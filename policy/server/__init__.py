@@ -20,8 +20,25 @@ from duet.policy.server.stats import ServerStats
 from duet.policy.server.worker import InferenceResult, InferenceWorker
 
 __all__ = [
-    "ChunkRules", "ChunkTimeError", "EnsembleBuffer", "GridChunk", "InferenceResult", "InferenceWorker",
-    "InvalidChunk", "LoopReport", "ObsSnapshot", "ObsStatus", "ObservationBuilder", "PolicyServer", "ServerConfig",
-    "ServerEvent", "ServerStats", "TickResult", "action_names", "run_loop", "safety_limits", "split_command",
+    "ChunkRules",
+    "ChunkTimeError",
+    "EnsembleBuffer",
+    "GridChunk",
+    "InferenceResult",
+    "InferenceWorker",
+    "InvalidChunk",
+    "LoopReport",
+    "ObsSnapshot",
+    "ObsStatus",
+    "ObservationBuilder",
+    "PolicyServer",
+    "ServerConfig",
+    "ServerEvent",
+    "ServerStats",
+    "TickResult",
+    "action_names",
+    "run_loop",
+    "safety_limits",
+    "split_command",
     "to_grid",
 ]

@@ -27,8 +27,10 @@ class LoopReport:
     write_errors: int
 
     def lines(self) -> list[str]:
-        return [f"loop: {self.period.line()}; read errors {self.read_errors}, write errors {self.write_errors}",
-                *self.server.lines()]
+        return [
+            f"loop: {self.period.line()}; read errors {self.read_errors}, write errors {self.write_errors}",
+            *self.server.lines(),
+        ]
 
 
 def safety_limits(arms: Sequence[Arm]) -> SafetyLimits:
@@ -36,9 +38,14 @@ def safety_limits(arms: Sequence[Arm]) -> SafetyLimits:
     feats = [a.features for a in arms]
     for f in feats:
         if len(f.max_step) != len(f.joint_names):
-            raise DuetError(f"arm {f.name!r} reports no max_step per joint: its arm model needs velocity limits")
-    return SafetyLimits(np.concatenate([f.lower for f in feats]), np.concatenate([f.upper for f in feats]),
-                        np.concatenate([f.max_step for f in feats]))
+            raise DuetError(
+                f"arm {f.name!r} reports no max_step per joint: its arm model needs velocity limits"
+            )
+    return SafetyLimits(
+        np.concatenate([f.lower for f in feats]),
+        np.concatenate([f.upper for f in feats]),
+        np.concatenate([f.max_step for f in feats]),
+    )
 
 
 def action_names(arms: Sequence[Arm]) -> list[str]:
@@ -51,9 +58,16 @@ def split_command(command: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]
     return np.split(command, np.cumsum(sizes)[:-1])
 
 
-def run_loop(server: PolicyServer, arms: Sequence[Arm], cameras: Mapping[str, Camera], pacer: Pacer,
-             duration: float, on_tick: Callable[[TickResult], None] | None = None,
-             stop: threading.Event | None = None, rt_priority: int = 0) -> LoopReport:
+def run_loop(
+    server: PolicyServer,
+    arms: Sequence[Arm],
+    cameras: Mapping[str, Camera],
+    pacer: Pacer,
+    duration: float,
+    on_tick: Callable[[TickResult], None] | None = None,
+    stop: threading.Event | None = None,
+    rt_priority: int = 0,
+) -> LoopReport:
     """Drive `server` at the pacer's rate for `duration` seconds (or until `stop` is set).
 
     arms: the follower arms in rig pair order (the policy's action order); cameras: by name
@@ -64,8 +78,10 @@ def run_loop(server: PolicyServer, arms: Sequence[Arm], cameras: Mapping[str, Ca
     """
     sizes = [len(a.features.joint_names) for a in arms]
     if sum(sizes) != server.action_dim:
-        raise DuetError(f"the arms have {sum(sizes)} joints together but the policy has action_dim "
-                        f"{server.action_dim}: pass the follower arms in rig pair order")
+        raise DuetError(
+            f"the arms have {sum(sizes)} joints together but the policy has action_dim "
+            f"{server.action_dim}: pass the follower arms in rig pair order"
+        )
     missing = [c for c in server.policy.camera_names if c not in cameras]
     if missing:
         raise DuetError(f"camera {missing[0]!r} is needed by the policy but not given: add it to the rig")

@@ -70,8 +70,9 @@ class ObservationBuilder:
     per tick and appends the latest readings to the history when they are fresh.
     """
 
-    def __init__(self, n_obs_steps: int, camera_names: Sequence[str], max_state_age_s: float,
-                 max_camera_age_s: float):
+    def __init__(
+        self, n_obs_steps: int, camera_names: Sequence[str], max_state_age_s: float, max_camera_age_s: float
+    ):
         if n_obs_steps < 1:
             raise DuetError(f"policy n_obs_steps must be >= 1 (got {n_obs_steps})")
         self.n_obs_steps = int(n_obs_steps)
@@ -108,7 +109,9 @@ class ObservationBuilder:
     def status(self, now: float) -> ObsStatus:
         return self._status(now, self._joints, self._cams)
 
-    def _status(self, now: float, joints: tuple[JointState, ...], cams: Mapping[str, CameraReading]) -> ObsStatus:
+    def _status(
+        self, now: float, joints: tuple[JointState, ...], cams: Mapping[str, CameraReading]
+    ) -> ObsStatus:
         state_age = now - min(j.stamp for j in joints) if joints else float("inf")
         ages: dict[str, float] = {}
         reason = ""

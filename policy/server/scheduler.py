@@ -78,17 +78,22 @@ class ChunkRules:
         if not np.isfinite(t).all():
             raise ChunkTimeError(f"t_rel is not finite at action {int(np.flatnonzero(~np.isfinite(t))[0])}")
         if len(t) > 1 and not (np.diff(t) > 0).all():
-            raise ChunkTimeError(f"t_rel is not increasing at action {int(np.flatnonzero(np.diff(t) <= 0)[0]) + 1}")
+            raise ChunkTimeError(
+                f"t_rel is not increasing at action {int(np.flatnonzero(np.diff(t) <= 0)[0]) + 1}"
+            )
         if t[0] < -tol:
-            raise ChunkTimeError(f"t_rel starts {-t[0]:.4g} s before the observation "
-                                 f"(tolerance {tol} s)")
+            raise ChunkTimeError(f"t_rel starts {-t[0]:.4g} s before the observation (tolerance {tol} s)")
         if t[0] > latency_s + tol:
-            raise ChunkTimeError(f"t_rel starts {t[0]:.4g} s after the observation, the inference took "
-                                 f"{latency_s:.3g} s (tolerance {tol} s)")
+            raise ChunkTimeError(
+                f"t_rel starts {t[0]:.4g} s after the observation, the inference took "
+                f"{latency_s:.3g} s (tolerance {tol} s)"
+            )
         span, expect = t[-1] - t[0], (len(t) - 1) * self.control_dt
         if span > expect + tol:
-            raise ChunkTimeError(f"t_rel spans {span:.4g} s, {len(t)} actions at the policy's {self.control_dt} s "
-                                 f"span {expect:.4g} s (tolerance {tol} s)")
+            raise ChunkTimeError(
+                f"t_rel spans {span:.4g} s, {len(t)} actions at the policy's {self.control_dt} s "
+                f"span {expect:.4g} s (tolerance {tol} s)"
+            )
 
 
 @dataclass(frozen=True)
@@ -212,7 +217,7 @@ class EnsembleBuffer:
             return stale
         slots = np.arange(lo, hi) % self.capacity
         w = np.exp(-self.k * self._n[slots])
-        self._sum[slots] += w[:, None] * chunk.actions[lo - chunk.k0: hi - chunk.k0]
+        self._sum[slots] += w[:, None] * chunk.actions[lo - chunk.k0 : hi - chunk.k0]
         self._w[slots] += w
         self._n[slots] += 1
         return stale

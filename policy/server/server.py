@@ -56,14 +56,25 @@ _MAX_BLEND_TICKS = 250  # 5 s at 50 Hz: the longest cross-fade
 NO_OBSERVATION = "no_observation"  # no joint state received yet: nothing to hold, command is None
 STALE_OBSERVATION = "stale_observation"  # joint states or camera frames too old / camera down
 INVALID_ACTION = "invalid_action"  # the model returned NaN/inf or a malformed chunk
-LIMIT_FAULT = "action_beyond_limit"  # a chunk held an action beyond a joint limit by more than the fault margin
+LIMIT_FAULT = (
+    "action_beyond_limit"  # a chunk held an action beyond a joint limit by more than the fault margin
+)
 STOPPED = "stopped_after_faults"  # max_chunk_faults chunks were dropped this episode: held until reset()
 UNSAFE_COMMAND = "unsafe_command"  # the safety function rejected the target
 WAITING = "waiting_for_chunk"  # started / reset / recovering: the first chunk is not there yet
 NO_ACTION = "no_action"  # running, but no action due at this tick (a deadline miss)
 INFERENCE_ERROR = "inference_error"  # no action, and the last inference raised
-HOLD_REASONS = (NO_OBSERVATION, STALE_OBSERVATION, INVALID_ACTION, LIMIT_FAULT, STOPPED, UNSAFE_COMMAND, WAITING,
-                NO_ACTION, INFERENCE_ERROR)
+HOLD_REASONS = (
+    NO_OBSERVATION,
+    STALE_OBSERVATION,
+    INVALID_ACTION,
+    LIMIT_FAULT,
+    STOPPED,
+    UNSAFE_COMMAND,
+    WAITING,
+    NO_ACTION,
+    INFERENCE_ERROR,
+)
 
 
 @dataclass(frozen=True)
@@ -89,8 +100,14 @@ class ServerEvent:
 
 
 class PolicyServer:
-    def __init__(self, policy: Policy, config: ServerConfig, limits: SafetyLimits, clock: Clock,
-                 action_names: Sequence[str] | None = None):
+    def __init__(
+        self,
+        policy: Policy,
+        config: ServerConfig,
+        limits: SafetyLimits,
+        clock: Clock,
+        action_names: Sequence[str] | None = None,
+    ):
         """action_names: one per action dim ("left_follower.elbow"), for fault reports; run_loop
         fills them from its arms when None (see loop.action_names)."""
         self.policy = policy
@@ -100,27 +117,41 @@ class PolicyServer:
         self.action_dim = int(policy.action_dim)
         self.dt = config.dt
         if limits.n != self.action_dim:
-            raise DuetError(f"safety limits cover {limits.n} joints but the policy has action_dim "
-                            f"{self.action_dim}: build the limits from the follower arms in rig pair order")
+            raise DuetError(
+                f"safety limits cover {limits.n} joints but the policy has action_dim "
+                f"{self.action_dim}: build the limits from the follower arms in rig pair order"
+            )
         self.action_names = None if action_names is None else list(action_names)
         if self.action_names is not None and len(self.action_names) != self.action_dim:
-            raise DuetError(f"{len(self.action_names)} action names for a policy with action_dim {self.action_dim}: "
-                            f"give one name per action dim (loop.action_names(arms))")
+            raise DuetError(
+                f"{len(self.action_names)} action names for a policy with action_dim {self.action_dim}: "
+                f"give one name per action dim (loop.action_names(arms))"
+            )
         rest = None
         if config.on_fault == "rest":
             if len(config.rest_pose) != self.action_dim:
-                raise DuetError(f"server.rest_pose has {len(config.rest_pose)} values, the policy has "
-                                f"action_dim {self.action_dim}: give one target per action dim")
+                raise DuetError(
+                    f"server.rest_pose has {len(config.rest_pose)} values, the policy has "
+                    f"action_dim {self.action_dim}: give one target per action dim"
+                )
             rest = np.asarray(config.rest_pose, dtype=np.float64)
         horizon = int(policy.horizon)
         self.n_exec = max(1, min(config.n_action_steps or int(policy.n_action_steps), horizon))
         span_ticks = math.ceil(horizon * float(policy.control_dt) / self.dt)
-        self.obs = ObservationBuilder(policy.n_obs_steps, policy.camera_names, config.max_state_age_s,
-                                      config.max_camera_age_s)
+        self.obs = ObservationBuilder(
+            policy.n_obs_steps, policy.camera_names, config.max_state_age_s, config.max_camera_age_s
+        )
         self.fault_margin = config.limit_fault_margin * (limits.upper - limits.lower)  # (A,) action units
         rules = ChunkRules(limits, self.fault_margin, float(policy.control_dt), config.chunk_time_tolerance_s)
-        self.worker = InferenceWorker(policy, clock, self.action_dim, config.torch_threads, config.worker_nice,
-                                      config.worker_rt_priority, rules=rules)
+        self.worker = InferenceWorker(
+            policy,
+            clock,
+            self.action_dim,
+            config.torch_threads,
+            config.worker_nice,
+            config.worker_rt_priority,
+            rules=rules,
+        )
         self.latency = LatencyEstimate(config.latency_window)
         self.ensemble = EnsembleBuffer(max(horizon, span_ticks) + 4, self.action_dim, config.ensemble_k)
         self.watchdog = Watchdog(config.on_fault, rest, limits, config.rest_speed)
@@ -194,8 +225,9 @@ class PolicyServer:
 
     # ------------------------------------------------------------------ inputs / outputs
 
-    def observe(self, joint_states: list[JointState] | tuple[JointState, ...],
-                cameras: dict[str, CameraReading]) -> None:
+    def observe(
+        self, joint_states: list[JointState] | tuple[JointState, ...], cameras: dict[str, CameraReading]
+    ) -> None:
         """Latest readings: one JointState per follower arm (rig pair order), camera readings by name."""
         self.obs.observe(joint_states, cameras)
 
@@ -262,8 +294,10 @@ class PolicyServer:
         if self._last_cmd is None and self.obs.has_state:
             state = self.obs.state()
             if state.shape != (self.action_dim,):
-                raise DuetError(f"joint states give {state.shape[0]} positions but the policy has action_dim "
-                                f"{self.action_dim}: pass the follower arms the policy was trained on")
+                raise DuetError(
+                    f"joint states give {state.shape[0]} positions but the policy has action_dim "
+                    f"{self.action_dim}: pass the follower arms the policy was trained on"
+                )
             self._last_cmd = state
 
     def _take_result(self, k: int, now: float) -> ActionChunk | None:
@@ -370,8 +404,12 @@ class PolicyServer:
             return res.chunk
         if grid.k_end <= k:
             rec.late_chunks += 1
-            self._event(now, "late_chunk", f"every action of a chunk was stale on arrival "
-                        f"({arrival * 1e3:.0f} ms after its observation)")
+            self._event(
+                now,
+                "late_chunk",
+                f"every action of a chunk was stale on arrival "
+                f"({arrival * 1e3:.0f} ms after its observation)",
+            )
             return None
         # Receding / async: the chunk waits in _pending until _next_action lets it take over.
         self._pending = (grid, res.chunk)
@@ -410,8 +448,12 @@ class PolicyServer:
         rec.last_fault = text
         if limit and n >= limit and not self.watchdog.latched:
             self.watchdog.trip(STOPPED, f"{n} chunks dropped this episode", latch=True)
-            self._event(now, "episode_stopped", f"{n} chunks dropped this episode (max_chunk_faults {limit}): "
-                        f"the policy is not trusted any more; holding until reset()")
+            self._event(
+                now,
+                "episode_stopped",
+                f"{n} chunks dropped this episode (max_chunk_faults {limit}): "
+                f"the policy is not trusted any more; holding until reset()",
+            )
             self._drop_plans()
 
     def _start_plan(self, grid: GridChunk, chunk: ActionChunk | None, k: int) -> ActionChunk | None:
@@ -447,9 +489,13 @@ class PolicyServer:
             ):
                 if plan is not None and k > plan.window_end:
                     self.recorder.late_chunks += 1
-                    self._event(now, "late_chunk", f"a chunk took over {k - plan.window_end} ticks after the "
-                                f"execution window ended (latency estimate {self.latency.ticks} ticks + margin "
-                                f"{self.config.trigger_margin_ticks}); raise trigger_margin_ticks")
+                    self._event(
+                        now,
+                        "late_chunk",
+                        f"a chunk took over {k - plan.window_end} ticks after the "
+                        f"execution window ended (latency estimate {self.latency.ticks} ticks + margin "
+                        f"{self.config.trigger_margin_ticks}); raise trigger_margin_ticks",
+                    )
                 self._pending = None
                 started = self._start_plan(grid, chunk, k)
                 plan = self._plan
@@ -465,8 +511,9 @@ class PolicyServer:
         t0 = self._t0
         if t0 is None:  # tick() places the grid (sets _t0) before it submits
             raise DuetError("policy server: inference submitted before the first tick (a bug in duet)")
-        req = InferenceRequest(self._req_id, self._epoch, self.obs.snapshot(), t0, self.dt,
-                               reset_policy=self._reset_policy)
+        req = InferenceRequest(
+            self._req_id, self._epoch, self.obs.snapshot(), t0, self.dt, reset_policy=self._reset_policy
+        )
         if not self.worker.submit(req):
             return False
         self._req_id += 1
@@ -489,9 +536,12 @@ class PolicyServer:
             return
         if now - since > self.config.inference_timeout_s:
             self._overdue_reported = self._req_id
-            self._event(now, "inference_overdue",
-                        f"inference running for {(now - since) * 1e3:.0f} ms (inference_timeout_s "
-                        f"{self.config.inference_timeout_s}); holding when the current actions run out")
+            self._event(
+                now,
+                "inference_overdue",
+                f"inference running for {(now - since) * 1e3:.0f} ms (inference_timeout_s "
+                f"{self.config.inference_timeout_s}); holding when the current actions run out",
+            )
 
     def _hold_reason(self, now: float) -> str:
         if self.watchdog.fault:
@@ -504,7 +554,6 @@ class PolicyServer:
             self._in_miss = True
             self._event(now, "deadline_miss", "no action due at this tick; holding")
         return INFERENCE_ERROR if self._last_error else NO_ACTION
-
 
     # ------------------------------------------------------------------ boundaries
 

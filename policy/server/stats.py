@@ -26,9 +26,15 @@ class ServerStats:
     chunks_started: int = 0  # chunks that took over execution (receding / async)
     actions_dropped_stale: int = 0  # actions whose due time had passed when their chunk arrived
     invalid_chunks: int = 0  # chunks dropped for NaN/inf/shape (held)
-    limit_faults: int = 0  # chunks dropped for an action beyond a joint limit by more than the fault margin (held)
-    rejected_chunks: int = 0  # chunks rejected for t_rel outside their expected span (the current plan went on)
-    last_fault: str = ""  # the last dropped / rejected chunk: action dim name, value, limit (or the t_rel fault)
+    limit_faults: int = (
+        0  # chunks dropped for an action beyond a joint limit by more than the fault margin (held)
+    )
+    rejected_chunks: int = (
+        0  # chunks rejected for t_rel outside their expected span (the current plan went on)
+    )
+    last_fault: str = (
+        ""  # the last dropped / rejected chunk: action dim name, value, limit (or the t_rel fault)
+    )
     inference_errors: int = 0  # predict_chunk raised
     unsafe_commands: int = 0  # safety function rejected a target
     limit_clamps: int = 0  # executed ticks whose policy action lay outside a joint's range (clamped into it)

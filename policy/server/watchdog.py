@@ -15,8 +15,11 @@ from duet.hardware.safety import SafetyLimits, ramp_step
 class Watchdog:
     def __init__(self, on_fault: str, rest_pose: np.ndarray | None, limits: SafetyLimits, rest_speed: float):
         self.on_fault = on_fault
-        self.rest_pose = None if rest_pose is None else np.clip(
-            np.asarray(rest_pose, dtype=np.float64), limits.lower, limits.upper)
+        self.rest_pose = (
+            None
+            if rest_pose is None
+            else np.clip(np.asarray(rest_pose, dtype=np.float64), limits.lower, limits.upper)
+        )
         self.rest_step = np.asarray(limits.max_step, dtype=np.float64) * float(rest_speed)
         self.fault = ""  # active fault ("" none): stale_observation, invalid_action
         self.detail = ""

@@ -52,9 +52,17 @@ class InferenceResult:
 class InferenceWorker:
     """Runs one inference at a time in a daemon thread."""
 
-    def __init__(self, policy: Policy, clock: Clock, action_dim: int, torch_threads: int = 0,
-                 nice: int = 0, rt_priority: int = 0, name: str = "duet-inference",
-                 rules: ChunkRules | None = None):
+    def __init__(
+        self,
+        policy: Policy,
+        clock: Clock,
+        action_dim: int,
+        torch_threads: int = 0,
+        nice: int = 0,
+        rt_priority: int = 0,
+        name: str = "duet-inference",
+        rules: ChunkRules | None = None,
+    ):
         self.policy = policy
         self.clock = clock
         self.action_dim = int(action_dim)
@@ -191,10 +199,15 @@ class InferenceWorker:
                 self.rules.check(chunk, self.clock.now() - stamp)
             grid = to_grid(chunk, stamp, req.t0, req.dt, self.action_dim)
         except InvalidChunk as e:
-            status: Literal["rejected", "invalid"] = "rejected" if isinstance(e, ChunkTimeError) else "invalid"
-            return InferenceResult(req.id, req.epoch, stamp, t_start, self.clock.now(), status, None, chunk,
-                                   str(e), e.fault)
+            status: Literal["rejected", "invalid"] = (
+                "rejected" if isinstance(e, ChunkTimeError) else "invalid"
+            )
+            return InferenceResult(
+                req.id, req.epoch, stamp, t_start, self.clock.now(), status, None, chunk, str(e), e.fault
+            )
         except Exception as e:  # noqa: BLE001 - a model failure must become a reported hold, not a dead loop
             msg = f"{type(e).__name__}: {e}".splitlines()[0]
-            return InferenceResult(req.id, req.epoch, stamp, t_start, self.clock.now(), "error", None, chunk, msg)
+            return InferenceResult(
+                req.id, req.epoch, stamp, t_start, self.clock.now(), "error", None, chunk, msg
+            )
         return InferenceResult(req.id, req.epoch, stamp, t_start, self.clock.now(), "ok", grid, chunk)

@@ -40,7 +40,9 @@ def test_mock_aloha_rig_four_arms_connect(tmp_path):
     assert not any(a.is_connected for a in r.arms.values())
 
 
-@pytest.mark.skipif(importlib.util.find_spec("duet.hardware.sim") is None, reason="no duet.hardware.sim in the tree")
+@pytest.mark.skipif(
+    importlib.util.find_spec("duet.hardware.sim") is None, reason="no duet.hardware.sim in the tree"
+)
 def test_sim_backend_is_selected_by_the_rig(tmp_path):
     from duet.hardware.factory import make_arm
 
@@ -51,8 +53,10 @@ def test_sim_backend_is_selected_by_the_rig(tmp_path):
     assert type(real).__name__ == "DynamixelArm"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("duet.hardware.cameras") is None,
-                    reason="the camera engineer's duet.hardware.cameras is not in the tree")
+@pytest.mark.skipif(
+    importlib.util.find_spec("duet.hardware.cameras") is None,
+    reason="the camera engineer's duet.hardware.cameras is not in the tree",
+)
 def test_mock_aloha_rig_with_cameras(tmp_path):
     rig = load_rig("aloha", [f"calibration_dir={tmp_path}"])
     r = make_rig(rig, use_mock=True)
@@ -154,7 +158,11 @@ def test_bad_input_one_liners(tmp_path, capsys, monkeypatch):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
     line = _one_line_error(capsys, ["hw", "info", "--rig", str(rig_file), "--mock", "--arm", "left_follower"])
-    assert str(path) in line and "wrist_rotate" in line and "duet calibrate --rig testrig --arm left_follower" in line
+    assert (
+        str(path) in line
+        and "wrist_rotate" in line
+        and "duet calibrate --rig testrig --arm left_follower" in line
+    )
     # unknown arm
     line = _one_line_error(capsys, ["calibrate", "--rig", "aloha", "--arm", "nope", "--mock"])
     assert "no arm named 'nope'" in line

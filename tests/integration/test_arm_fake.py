@@ -288,8 +288,14 @@ def test_port_busy_one_line(rig, clock):
     arm = _arm(rig, "left_follower", clock)
     arm.connect()
     try:
-        other = MotorBus("fake", 1_000_000, [Motor(1, "XM540-W270", "waist")], label="intruder",
-                         port_handler=arm.fake_bus.port_handler(), clock=clock)
+        other = MotorBus(
+            "fake",
+            1_000_000,
+            [Motor(1, "XM540-W270", "waist")],
+            label="intruder",
+            port_handler=arm.fake_bus.port_handler(),
+            clock=clock,
+        )
         with pytest.raises(PortError, match="busy") as e:
             other.connect()
         assert "\n" not in str(e.value)
@@ -354,8 +360,14 @@ def test_custom_calibration_offsets_and_signs(tmp_path, clock):
     slot = ArmSlot(name="f", role="follower", model="vx300s")
     rig = RigConfig(arms=[slot], calibration_dir=str(tmp_path))
     fake = make_fake_bus(model, slot, clock)
-    bus = MotorBus("fake", 1_000_000, [Motor(s, m, n) for s, m, n in model.servos], label="f",
-                   port_handler=fake.port_handler(), clock=clock)
+    bus = MotorBus(
+        "fake",
+        1_000_000,
+        [Motor(s, m, n) for s, m, n in model.servos],
+        label="f",
+        port_handler=fake.port_handler(),
+        clock=clock,
+    )
     arm = DynamixelArm("f", "follower", model, bus, calibration_path=path, clock=clock)
     arm.connect()
     try:

@@ -15,7 +15,7 @@ import zarr
 from duet.data.store import EpisodeStore, StoreError, encode_jpeg
 
 CHILD = textwrap.dedent(
-    r'''
+    r"""
     import os, signal, sys
     import numpy as np
     from duet.data import store as S
@@ -104,7 +104,7 @@ CHILD = textwrap.dedent(
                 k += 1
                 if point.startswith("commit") and k == 120:
                     break
-    '''
+    """
 )
 
 
@@ -126,8 +126,12 @@ def _child_module(child_file):
 
 
 def _run_child(child_file, path, point, kill_after_flushes=None):
-    proc = subprocess.Popen([sys.executable, str(child_file), str(path), point],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(child_file), str(path), point],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     if kill_after_flushes is not None:
         seen = 0
         for line in proc.stdout:
@@ -158,12 +162,16 @@ def _check_committed(path, mod):
             np.testing.assert_array_equal(got[k], exp[k].astype(got[k].dtype), err_msg=f"episode {e} {k}")
         start = store.episode_slice(e).start
         for k in (0, n // 2, n - 1):  # image chunks bit-identical to what was written
-            assert store.read_raw_chunk("cam_low.color", start + k) == encode_jpeg(exp["cam_low.color"][k], 90)
+            assert store.read_raw_chunk("cam_low.color", start + k) == encode_jpeg(
+                exp["cam_low.color"][k], 90
+            )
     return store
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("point", ["mid_flush", "mid_image", "commit_meta", "commit_ends", "random", "recorder"])
+@pytest.mark.parametrize(
+    "point", ["mid_flush", "mid_image", "commit_meta", "commit_ends", "random", "recorder"]
+)
 def test_kill9_then_open_and_recover(tmp_path, child_file, point):
     mod = _child_module(child_file)
     path = tmp_path / "s.zarr"

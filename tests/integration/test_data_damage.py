@@ -18,13 +18,18 @@ LENS = (30, 20)
 
 
 def spec(codec="jpeg"):
-    return DatasetSpec(arms=[ArmSpec("left_follower"), ArmSpec("right_follower")],
-                       cameras=[CameraSpec("cam_high", 32, 24)], image_codec=codec)
+    return DatasetSpec(
+        arms=[ArmSpec("left_follower"), ArmSpec("right_follower")],
+        cameras=[CameraSpec("cam_high", 32, 24)],
+        image_codec=codec,
+    )
 
 
 def img(e, k):
     yy, xx = np.mgrid[0:24, 0:32]
-    return np.stack([(xx * 4 + k) % 256, (yy * 5 + e * 40) % 256, np.full_like(xx, 60 + k)], -1).astype(np.uint8)
+    return np.stack([(xx * 4 + k) % 256, (yy * 5 + e * 40) % 256, np.full_like(xx, 60 + k)], -1).astype(
+        np.uint8
+    )
 
 
 def make(path, codec="jpeg"):
@@ -33,8 +38,14 @@ def make(path, codec="jpeg"):
             rng = np.random.default_rng(e)
             with s.episode({"task": f"task{e}"}) as ep:
                 for k in range(n):  # velocity / effort left out: all-zero arrays
-                    ep.append({"left_follower.position": rng.random(7) + 1, "right_follower.position": rng.random(7) + 1,
-                               "action": rng.random(14) + 1, "cam_high.color": img(e, k)})
+                    ep.append(
+                        {
+                            "left_follower.position": rng.random(7) + 1,
+                            "right_follower.position": rng.random(7) + 1,
+                            "action": rng.random(14) + 1,
+                            "cam_high.color": img(e, k),
+                        }
+                    )
     return path
 
 
@@ -53,14 +64,18 @@ def test_missing_chunks_are_errors_naming_array_and_episode(tmp_path, capsys, co
     (p / "data" / "left_follower.position" / "c.0.0").unlink()
     (p / "data" / "cam_high.color" / f"c.{LENS[0] + 3}.0.0.0").unlink()  # episode 1, frame 3
     s = EpisodeStore.open(p)
-    with pytest.raises(DamagedStoreError, match=r"data/left_follower.position/c\.0\.0: missing .*episode 0-1") as e:
+    with pytest.raises(
+        DamagedStoreError, match=r"data/left_follower.position/c\.0\.0: missing .*episode 0-1"
+    ) as e:
         s.read_episode(1)
     assert "\n" not in str(e.value) and "--check" in str(e.value)
     with pytest.raises(DamagedStoreError, match="left_follower.position"):
         EpisodeSampler(p, 1, 4)  # what `duet train` reads: never zeros
     with pytest.raises(DamagedStoreError, match="left_follower.position"):
         compute_stats(s, ["observation.state"])
-    with pytest.raises(DamagedStoreError, match=r"cam_high.color/c\.33\.0\.0\.0: missing .*episode 1, frame 3"):
+    with pytest.raises(
+        DamagedStoreError, match=r"cam_high.color/c\.33\.0\.0\.0: missing .*episode 1, frame 3"
+    ):
         s.read_episode(1, keys=["cam_high.color"])  # never a black frame
     with pytest.raises(DamagedStoreError, match="episode 1, frame 3"):
         s.read_frames("cam_high", [LENS[0] + 3])
@@ -95,9 +110,30 @@ def test_corrupt_jpeg_in_dataloader_worker_is_one_line(tmp_path):
 def test_corrupt_jpeg_during_duet_train_with_workers_is_one_line(tmp_path, capsys):
     p = make(tmp_path / "s.zarr")
     (p / "data" / "cam_high.color" / "c.7.0.0.0").write_bytes(b"\xff\xd8\xff garbage")
-    rc = main(["train", "--policy", "act", "--dataset", str(p), "--out", str(tmp_path / "run"), "--preset", "micro",
-               "--steps", "4", "--device", "cpu", "--no-progress", "--set", "train.num_workers=1",
-               "--set", "policy.batch_size=50", "--set", "train.val_fraction=0"])
+    rc = main(
+        [
+            "train",
+            "--policy",
+            "act",
+            "--dataset",
+            str(p),
+            "--out",
+            str(tmp_path / "run"),
+            "--preset",
+            "micro",
+            "--steps",
+            "4",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--set",
+            "train.num_workers=1",
+            "--set",
+            "policy.batch_size=50",
+            "--set",
+            "train.val_fraction=0",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2, err
     assert "\n" not in err and "episode 0, frame 7" in err and "duet data info" in err
@@ -110,13 +146,17 @@ def _corrupt(path, rel, data=b"{garbled"):
 def test_garbled_root_zarr_json_is_rebuilt_by_recover(tmp_path, capsys):
     p = make(tmp_path / "s.zarr")
     _corrupt(p, "zarr.json")
-    with pytest.raises(DamagedStoreError, match=r"zarr.json: unreadable .*duet data recover .* rebuilds") as e:
+    with pytest.raises(
+        DamagedStoreError, match=r"zarr.json: unreadable .*duet data recover .* rebuilds"
+    ) as e:
         EpisodeStore.open(p)
     assert "\n" not in str(e.value)
     assert main(["data", "recover", str(p)]) == 0
     assert "rebuilt zarr.json" in capsys.readouterr().out
     s = EpisodeStore.open(p)
-    assert s.spec == spec() and s.episode_lengths.tolist() == list(LENS) and s.episode_meta(1)["task"] == "task1"
+    assert (
+        s.spec == spec() and s.episode_lengths.tolist() == list(LENS) and s.episode_meta(1)["task"] == "task1"
+    )
 
 
 def test_garbled_root_without_a_copy_says_which_file_to_restore(tmp_path, capsys):
@@ -128,7 +168,11 @@ def test_garbled_root_without_a_copy_says_which_file_to_restore(tmp_path, capsys
     for args in (["data", "info", str(p)], ["data", "recover", str(p)]):
         assert main(args) == 2
         err = capsys.readouterr().err.strip()
-        assert "\n" not in err and f"restore {p}/zarr.json from a copy" in err and "run `duet data recover" not in err
+        assert (
+            "\n" not in err
+            and f"restore {p}/zarr.json from a copy" in err
+            and "run `duet data recover" not in err
+        )
 
 
 def test_garbled_meta_zarr_json_is_rebuilt_by_recover(tmp_path, capsys):
@@ -164,7 +208,9 @@ def test_export_lerobot_overwrite_touches_only_its_own_files(tmp_path, capsys):
     p = make(tmp_path / "s.zarr")
     out = tmp_path / "export"
     assert main(["data", "export-lerobot", str(p), str(out)]) == 0
-    assert main(["data", "export-lerobot", str(p), str(out), "--overwrite", "--episodes", "1"]) == 0  # redo: fine
+    assert (
+        main(["data", "export-lerobot", str(p), str(out), "--overwrite", "--episodes", "1"]) == 0
+    )  # redo: fine
     assert json.loads((out / "meta" / "info.json").read_text())["total_episodes"] == 1
     notes = out / "meta" / "my_notes.txt"
     notes.write_text("keep me")

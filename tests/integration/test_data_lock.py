@@ -22,7 +22,7 @@ from duet.data.lock import LOCK_NAME
 from duet.data.store import EpisodeStore, StoreError, StoreLockedError, encode_jpeg
 
 CHILD = textwrap.dedent(
-    r'''
+    r"""
     import os, sys, time
     from pathlib import Path
     import numpy as np
@@ -104,13 +104,14 @@ CHILD = textwrap.dedent(
             ep.append(step(1, k))
         ep.commit()
         store.close()
-    '''
+    """
 )
 
 
 def spec():
-    return DatasetSpec(arms=[ArmSpec("left_follower"), ArmSpec("right_follower")],
-                       cameras=[CameraSpec("cam_high", 32, 24)])
+    return DatasetSpec(
+        arms=[ArmSpec("left_follower"), ArmSpec("right_follower")], cameras=[CameraSpec("cam_high", 32, 24)]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +135,12 @@ class Holder:
 
     def __init__(self, child_file, path, mode, tmp_path):
         self.ready, self.go = tmp_path / f"{mode}.ready", tmp_path / f"{mode}.go"
-        self.proc = subprocess.Popen([sys.executable, str(child_file), str(path), mode, str(self.ready), str(self.go)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(child_file), str(path), mode, str(self.ready), str(self.go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + 60  # a guard against a hung child only
         while not self.ready.exists():
             if self.proc.poll() is not None:
@@ -161,12 +166,17 @@ def test_second_writer_is_refused_in_one_line_and_readers_need_no_lock(tmp_path,
     path = tmp_path / "s.zarr"
     h = Holder(child_file, path, mode, tmp_path)
     try:
-        for attempt in (lambda: EpisodeStore.open(path, "a"), lambda: EpisodeStore.open_or_create(path, spec()),
-                        lambda: EpisodeStore.create(path, spec())):
+        for attempt in (
+            lambda: EpisodeStore.open(path, "a"),
+            lambda: EpisodeStore.open_or_create(path, spec()),
+            lambda: EpisodeStore.create(path, spec()),
+        ):
             with pytest.raises(StoreLockedError) as e:
                 attempt()
             msg = str(e.value)
-            assert "\n" not in msg and f"pid {h.pid} on " in msg and "since 20" in msg and "lock_child.py" in msg
+            assert (
+                "\n" not in msg and f"pid {h.pid} on " in msg and "since 20" in msg and "lock_child.py" in msg
+            )
         # `duet data recover` on the live store: refused, nothing committed twice
         assert main(["data", "recover", str(path)]) == 2
         err = capsys.readouterr().err.strip()
@@ -190,8 +200,12 @@ def test_second_writer_is_refused_in_one_line_and_readers_need_no_lock(tmp_path,
     assert [s.episode_meta(i)["task"] for i in range(2)] == ["first", "live"]
     start = s.episode_slice(1).start
     for k in range(80):  # every frame of the live episode is the one its writer wrote
-        assert s.read_raw_chunk("cam_high.color", start + k) == encode_jpeg(mod.step(1, k)["cam_high.color"], 90)
-    np.testing.assert_array_equal(s.read_episode(1)["action"], np.stack([mod.step(1, k)["action"] for k in range(80)]))
+        assert s.read_raw_chunk("cam_high.color", start + k) == encode_jpeg(
+            mod.step(1, k)["cam_high.color"], 90
+        )
+    np.testing.assert_array_equal(
+        s.read_episode(1)["action"], np.stack([mod.step(1, k)["action"] for k in range(80)])
+    )
     assert not s.episode_meta(1).get("recovered")
     assert (path / LOCK_NAME).read_bytes() == b"" and s.writer() is None  # released cleanly
 
@@ -289,8 +303,18 @@ def test_remote_store_lease(tmp_path):
     from duet.data.store import _open_zarr_store, _Raw
 
     raw = _Raw(_open_zarr_store(url, "a", None)[0])
-    raw.put(LOCK_NAME, json.dumps({"host": "elsewhere", "pid": 1, "since": "2026-01-01T00:00:00+00:00",
-                                   "token": "x", "lease_until": 0}).encode())
+    raw.put(
+        LOCK_NAME,
+        json.dumps(
+            {
+                "host": "elsewhere",
+                "pid": 1,
+                "since": "2026-01-01T00:00:00+00:00",
+                "token": "x",
+                "lease_until": 0,
+            }
+        ).encode(),
+    )
     c = EpisodeStore.open(url, "a")
     assert c.lock.took_over["host"] == "elsewhere"
     c.close()

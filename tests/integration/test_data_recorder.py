@@ -19,15 +19,19 @@ H, W = 48, 64
 
 
 def spec(h=H, w=W, codec="jpeg", depth=False):
-    return DatasetSpec(arms=[ArmSpec("left_follower"), ArmSpec("right_follower"), ArmSpec("left_leader", "leader")],
-                       followers=["left_follower", "right_follower"],
-                       cameras=[CameraSpec("cam_high", w, h), CameraSpec("cam_low", w, h, depth=depth)],
-                       image_codec=codec)
+    return DatasetSpec(
+        arms=[ArmSpec("left_follower"), ArmSpec("right_follower"), ArmSpec("left_leader", "leader")],
+        followers=["left_follower", "right_follower"],
+        cameras=[CameraSpec("cam_high", w, h), CameraSpec("cam_low", w, h, depth=depth)],
+        image_codec=codec,
+    )
 
 
 def img(k, h=H, w=W):
     yy, xx = np.mgrid[0:h, 0:w]
-    return np.stack([(xx + 3 * k) % 256, (yy + k) % 256, np.full_like(xx, (7 * k) % 256)], -1).astype(np.uint8)
+    return np.stack([(xx + 3 * k) % 256, (yy + k) % 256, np.full_like(xx, (7 * k) % 256)], -1).astype(
+        np.uint8
+    )
 
 
 def drive(rec, clk, n, stall=None, cam_index_jump=True, noise=False, h=H, w=W, rng=None):
@@ -170,9 +174,16 @@ def test_disk_full_simulated_gives_clear_error_and_keeps_episodes(tmp_path, monk
         np.testing.assert_array_equal(again.read_episode(0)[k], v)
     again.recover(commit=False)
     with again.episode() as ep:  # recording resumes once space is back
-        ep.append({"left_follower.position": np.zeros(7), "right_follower.position": np.zeros(7),
-                   "left_leader.position": np.zeros(7), "action": np.zeros(14),
-                   "cam_high.color": img(0), "cam_low.color": img(0)})
+        ep.append(
+            {
+                "left_follower.position": np.zeros(7),
+                "right_follower.position": np.zeros(7),
+                "left_leader.position": np.zeros(7),
+                "action": np.zeros(14),
+                "cam_high.color": img(0),
+                "cam_low.color": img(0),
+            }
+        )
     assert again.n_episodes == 2
 
 
@@ -182,7 +193,9 @@ def small_tmpfs(tmp_path):
     mnt.mkdir()
     if shutil.which("mount") is None:
         pytest.skip("no mount command")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if r.returncode != 0:
         pytest.skip(f"cannot mount a 2 MB tmpfs here (needs root): {r.stderr.strip()[:100]}")
     try:

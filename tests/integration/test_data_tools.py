@@ -18,14 +18,22 @@ H, W = 48, 64
 
 def frame(k, cam):
     yy, xx = np.mgrid[0:H, 0:W]
-    return np.stack([(xx * 2 + k * 5) % 256, (yy * 3 + cam * 40) % 256, np.full_like(xx, 60 + k)], -1).astype(np.uint8)
+    return np.stack([(xx * 2 + k * 5) % 256, (yy * 3 + cam * 40) % 256, np.full_like(xx, 60 + k)], -1).astype(
+        np.uint8
+    )
 
 
 def write_aloha(path, T, seed, compress=False):
     rng = np.random.default_rng(seed)
-    data = {"qpos": rng.normal(size=(T, 14)).astype(np.float32), "qvel": rng.normal(size=(T, 14)).astype(np.float32),
-            "effort": rng.normal(size=(T, 14)).astype(np.float32), "action": rng.normal(size=(T, 14)).astype(np.float32)}
-    images = {c: np.stack([frame(k, i) for k in range(T)]) for i, c in enumerate(("cam_high", "cam_left_wrist"))}
+    data = {
+        "qpos": rng.normal(size=(T, 14)).astype(np.float32),
+        "qvel": rng.normal(size=(T, 14)).astype(np.float32),
+        "effort": rng.normal(size=(T, 14)).astype(np.float32),
+        "action": rng.normal(size=(T, 14)).astype(np.float32),
+    }
+    images = {
+        c: np.stack([frame(k, i) for k in range(T)]) for i, c in enumerate(("cam_high", "cam_left_wrist"))
+    }
     with h5py.File(path, "w") as f:
         f.attrs["sim"] = True
         obs = f.create_group("observations")
@@ -80,8 +88,9 @@ def test_lossless_import_is_exact(tmp_path):
     import_aloha([tmp_path / "e.hdf5"], tmp_path / "l.zarr", image_codec="lossless")
     d = EpisodeStore.open(tmp_path / "l.zarr").read_episode(0)
     np.testing.assert_array_equal(d["cam_high.color"], images["cam_high"])
-    np.testing.assert_array_equal(np.concatenate([d["left_follower.position"], d["right_follower.position"]], 1),
-                                  data["qpos"])
+    np.testing.assert_array_equal(
+        np.concatenate([d["left_follower.position"], d["right_follower.position"]], 1), data["qpos"]
+    )
 
 
 @pytest.mark.timeout(120)
@@ -148,7 +157,9 @@ def test_cli_info_plot_video_drop_merge_split_push(imported, capsys):
     assert main(["data", "push", loc, f"file://{tmp}/shared.zarr"]) == 0
     shared = EpisodeStore.open(f"file://{tmp}/shared.zarr")
     assert shared.n_episodes == 4 and shared.episode_meta(3)["copied_from"]["episode"] == 1
-    assert store.read_raw_chunk("cam_high.color", 3) == shared.read_raw_chunk("cam_high.color", 22)  # bytes copied
+    assert store.read_raw_chunk("cam_high.color", 3) == shared.read_raw_chunk(
+        "cam_high.color", 22
+    )  # bytes copied
     assert EpisodeStore.open("memory://fleet/shared.zarr").n_episodes == 2
     assert main(["data", "recover", loc]) == 0
     assert "nothing to recover" in capsys.readouterr().out
@@ -193,7 +204,9 @@ def test_replay_on_mock_followers(imported):
             return orig(q)
 
         arms["left_follower"].write = spy
-        res = replay_actions(actions, arms, {"left_follower": 7, "right_follower": 7}, 50.0, clock=FakeClock())
+        res = replay_actions(
+            actions, arms, {"left_follower": 7, "right_follower": 7}, 50.0, clock=FakeClock()
+        )
     finally:
         for a in arms.values():
             a.disconnect()

@@ -16,8 +16,13 @@ from duet.hardware.dynamixel import (
 from duet.hardware.dynamixel.control_table import VELOCITY_UNIT_RPM
 from duet.hardware.mock.fake_dynamixel import FakeDynamixelBus
 
-ARM = {1: ("waist", "XM430-W350"), 2: ("shoulder", "XM540-W270"), 3: ("elbow", "XM430-W350"),
-       4: ("wrist", "XL430-W250"), 5: ("gripper", "XM430-W350")}
+ARM = {
+    1: ("waist", "XM430-W350"),
+    2: ("shoulder", "XM540-W270"),
+    3: ("elbow", "XM430-W350"),
+    4: ("wrist", "XL430-W250"),
+    5: ("gripper", "XM430-W350"),
+}
 ALL = ("position", "velocity", "current")
 
 
@@ -25,7 +30,9 @@ def make(servos=ARM, **fake_kw):
     clock = FakeClock()
     fake = FakeDynamixelBus({i: m for i, (_, m) in servos.items()}, clock=clock, **fake_kw)
     motors = [Motor(i, m, n) for i, (n, m) in servos.items()]
-    bus = MotorBus("fake0", 1_000_000, motors, label="left_follower", port_handler=fake.port_handler(), clock=clock)
+    bus = MotorBus(
+        "fake0", 1_000_000, motors, label="left_follower", port_handler=fake.port_handler(), clock=clock
+    )
     bus.connect()
     return clock, fake, bus
 
@@ -149,7 +156,9 @@ def test_goal_outside_position_limits():
     bus.set_torque(True)
     with pytest.raises(DynamixelError, match="data limit"):
         bus.write(Reg.GOAL_POSITION, 1, 3500)
-    bus.sync_write(Reg.GOAL_POSITION, [3500, 2100, 2100, 2100, 2100])  # silently ignored by ID 1, like the servo
+    bus.sync_write(
+        Reg.GOAL_POSITION, [3500, 2100, 2100, 2100, 2100]
+    )  # silently ignored by ID 1, like the servo
     assert fake.servo(1).goal_position == 2048 and fake.servo(2).goal_position == 2100
 
 
@@ -159,8 +168,13 @@ def test_health_and_reboot():
     fake.servo(3).set_hardware_error({"overheating"})
     health = bus.read_health()
     assert health[3]["hardware_errors"] == ["overheating"] and health[3]["torque"] is False
-    assert health[1] == {"name": "waist", "temperature_c": health[1]["temperature_c"], "input_voltage_v": 12.0,
-                         "hardware_errors": [], "torque": True}
+    assert health[1] == {
+        "name": "waist",
+        "temperature_c": health[1]["temperature_c"],
+        "input_voltage_v": 12.0,
+        "hardware_errors": [],
+        "torque": True,
+    }
     assert 20 <= health[1]["temperature_c"] <= 80
     with pytest.raises(ServoHardwareError, match="overheating"):
         bus.set_torque(True, ids=[3])  # a shut-down servo refuses torque until rebooted

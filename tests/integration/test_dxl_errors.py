@@ -15,8 +15,9 @@ from duet.hardware.mock.fake_dynamixel import FakeDynamixelBus
 
 
 def _bus(fake, motors, baud=1_000_000, clock=None):
-    return MotorBus("/dev/ttyFAKE", baud, motors, label="left_follower", port_handler=fake.port_handler(),
-                    clock=clock)
+    return MotorBus(
+        "/dev/ttyFAKE", baud, motors, label="left_follower", port_handler=fake.port_handler(), clock=clock
+    )
 
 
 def _one_line(err: Exception) -> str:
@@ -54,8 +55,15 @@ def test_unsupported_baud_rate():
 def test_id_that_does_not_answer():
     clock = FakeClock()
     fake = FakeDynamixelBus({1: "XM430-W350", 2: "XM430-W350"}, clock=clock)
-    bus = _bus(fake, [Motor(1, "XM430-W350", "waist"), Motor(2, "XM430-W350", "shoulder"),
-                      Motor(7, "XM430-W350", "gripper")], clock=clock)
+    bus = _bus(
+        fake,
+        [
+            Motor(1, "XM430-W350", "waist"),
+            Motor(2, "XM430-W350", "shoulder"),
+            Motor(7, "XM430-W350", "gripper"),
+        ],
+        clock=clock,
+    )
     with pytest.raises(ServoNotFoundError) as e:
         bus.connect()
     msg = _one_line(e.value)

@@ -50,7 +50,9 @@ def test_bulk_read(sdk):
 def test_bulk_write_and_broadcast_write(sdk):
     clock, fake, ph, pkt = sdk
     g = GroupBulkWrite(ph, pkt)
-    assert g.addParam(1, Reg.LED.address, 1, [1]) and g.addParam(3, Reg.PROFILE_VELOCITY.address, 4, [9, 0, 0, 0])
+    assert g.addParam(1, Reg.LED.address, 1, [1]) and g.addParam(
+        3, Reg.PROFILE_VELOCITY.address, 4, [9, 0, 0, 0]
+    )
     assert g.txPacket() == COMM_SUCCESS
     assert fake.servo(1).get(Reg.LED) == 1 and fake.servo(3).get(Reg.PROFILE_VELOCITY) == 9
     assert pkt.write1ByteTxOnly(ph, 0xFE, Reg.LED.address, 1) == COMM_SUCCESS  # broadcast: no reply
@@ -142,8 +144,9 @@ def test_velocity_current_and_pwm_modes():
 def test_xl430_reports_load_not_current():
     clock = FakeClock()
     fake = FakeDynamixelBus({1: "XL430-W250"}, clock=clock)
-    bus = MotorBus("fake", 1_000_000, [Motor(1, "XL430-W250", "gripper")], port_handler=fake.port_handler(),
-                   clock=clock)
+    bus = MotorBus(
+        "fake", 1_000_000, [Motor(1, "XL430-W250", "gripper")], port_handler=fake.port_handler(), clock=clock
+    )
     bus.connect()
     bus.set_torque(True)
     fake.place_object(1, 2100)

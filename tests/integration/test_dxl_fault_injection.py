@@ -16,8 +16,15 @@ def make(faults, retry=None):
     clock = FakeClock()
     fake = FakeDynamixelBus(SERVOS, clock=clock, faults=faults)
     motors = [Motor(i, m, NAMES[i - 1]) for i, m in SERVOS.items()]
-    bus = MotorBus("fake0", 1_000_000, motors, label="right_follower", retry=retry,
-                   port_handler=fake.port_handler(), clock=clock)
+    bus = MotorBus(
+        "fake0",
+        1_000_000,
+        motors,
+        label="right_follower",
+        retry=retry,
+        port_handler=fake.port_handler(),
+        clock=clock,
+    )
     bus.connect()
     return clock, fake, bus
 
@@ -77,7 +84,12 @@ def test_overload_raises_servo_hardware_error_naming_joint_and_id():
             pacer.wait()
             bus.sync_read(ALL)
     err = e.value
-    assert err.flags == {"overload"} and err.servo_id == 7 and err.joint == "gripper" and err.arm == "right_follower"
+    assert (
+        err.flags == {"overload"}
+        and err.servo_id == 7
+        and err.joint == "gripper"
+        and err.arm == "right_follower"
+    )
     assert "gripper" in str(err) and "ID 7" in str(err) and "\n" not in str(err)
     assert err.sample is not None and err.sample.values["position"].shape == (7,)
     assert clock.now() - 1000.0 == pytest.approx(2.0, abs=0.05)

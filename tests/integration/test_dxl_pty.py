@@ -15,7 +15,11 @@ from duet.hardware.mock.fake_dynamixel import FakeDynamixelBus
 from duet.hardware.mock.faults import parse_scenario
 
 SERVOS = {1: "XM430-W350", 2: "XM430-W350", 3: "XL430-W250"}
-MOTORS = [Motor(1, "XM430-W350", "shoulder"), Motor(2, "XM430-W350", "elbow"), Motor(3, "XL430-W250", "gripper")]
+MOTORS = [
+    Motor(1, "XM430-W350", "shoulder"),
+    Motor(2, "XM430-W350", "elbow"),
+    Motor(3, "XL430-W250", "gripper"),
+]
 
 
 @pytest.fixture
@@ -68,7 +72,12 @@ def test_busy_port(served):
 @pytest.mark.timeout(30)
 def test_wrong_baud_rate_finds_no_servo(served):
     fake, path = served
-    bus = MotorBus(path, 57_600, MOTORS, label="left_leader", )
+    bus = MotorBus(
+        path,
+        57_600,
+        MOTORS,
+        label="left_leader",
+    )
     with pytest.raises(ServoNotFoundError) as e:
         bus.connect()
     msg = str(e.value)

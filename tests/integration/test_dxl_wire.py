@@ -70,7 +70,9 @@ def test_fake_ignores_an_unstuffed_header_inside_a_packet():
     clock = FakeClock()
     fake = FakeDynamixelBus({1: "XM430-W350"}, clock=clock)
     fake.servo(1).set(Reg.OPERATING_MODE, int(OperatingMode.EXTENDED_POSITION))
-    params = Reg.GOAL_POSITION.address.to_bytes(2, "little") + (4).to_bytes(2, "little") + b"\x01\xff\xff\xfd\xff"
+    params = (
+        Reg.GOAL_POSITION.address.to_bytes(2, "little") + (4).to_bytes(2, "little") + b"\x01\xff\xff\xfd\xff"
+    )
     good = instruction_packet(0xFE, Instruction.SYNC_WRITE, params)
     body = bytes((Instruction.SYNC_WRITE,)) + params
     head = HEADER + bytes((0xFE, len(body) + 2, 0))

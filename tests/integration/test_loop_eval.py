@@ -179,8 +179,10 @@ class ExpertPolicy:
         if self.operator is None:  # first inference of the episode: the scene as reset
             self.operator = ScriptedOperator(plan_episode(w))
         t = w.episode_time()
-        acts = [np.concatenate([self.operator.pose(s, t + i * self.control_dt) for s in ("left", "right")])
-                for i in range(self.horizon)]
+        acts = [
+            np.concatenate([self.operator.pose(s, t + i * self.control_dt) for s in ("left", "right")])
+            for i in range(self.horizon)
+        ]
         return ActionChunk(np.array(acts), np.arange(self.horizon) * self.control_dt)
 
 
@@ -191,8 +193,15 @@ def test_an_expert_policy_succeeds_through_the_server(tmp_path, mode):
     pytest.importorskip("mujoco")
     from duet.policy.evaluate import evaluate
 
-    cfg = EvalConfig(task="transfer_cube", episodes=1, seed=1, camera_size=[48, 64], videos=0, mode=mode,
-                     stop_on_success=True)
+    cfg = EvalConfig(
+        task="transfer_cube",
+        episodes=1,
+        seed=1,
+        camera_size=[48, 64],
+        videos=0,
+        mode=mode,
+        stop_on_success=True,
+    )
     rep = evaluate(None, cfg, None, policy=ExpertPolicy("aloha_sim_eval"), progress=False)
     (o,) = rep.outcomes
     assert o.success and o.max_stage == 4
@@ -233,8 +242,25 @@ def test_recorded_demonstrations_replayed_through_the_server_succeed(tmp_path):
     from duet.policy.evaluate import SimEvaluator, TimedPolicy
 
     store_path = tmp_path / "demos.zarr"
-    assert main(["sim", "collect", "--task", "transfer_cube", "--episodes", "1", "--seed", "3",
-                 "--cameras", "cam_high", "--out", str(store_path)]) == 0
+    assert (
+        main(
+            [
+                "sim",
+                "collect",
+                "--task",
+                "transfer_cube",
+                "--episodes",
+                "1",
+                "--seed",
+                "3",
+                "--cameras",
+                "cam_high",
+                "--out",
+                str(store_path),
+            ]
+        )
+        == 0
+    )
     store = EpisodeStore.open(str(store_path), "r")
     (meta,) = store.episodes_meta()
     actions = np.asarray(store.array("action")[:], np.float32)

@@ -40,20 +40,78 @@ def tiny_rig(tmp_path):
 @pytest.mark.timeout(240)
 def test_collect_train_eval_loop(tmp_path, tiny_rig, capsys):
     store = tmp_path / "demos.zarr"
-    assert main(["sim", "collect", "--rig", str(tiny_rig), "--task", "transfer_cube", "--episodes", "2",
-                 "--seed", "0", "--out", str(store)]) == 0
+    assert (
+        main(
+            [
+                "sim",
+                "collect",
+                "--rig",
+                str(tiny_rig),
+                "--task",
+                "transfer_cube",
+                "--episodes",
+                "2",
+                "--seed",
+                "0",
+                "--out",
+                str(store),
+            ]
+        )
+        == 0
+    )
 
     run = tmp_path / "run"
-    assert main(["train", "--policy", "act", "--dataset", str(store), "--out", str(run), "--preset", "micro",
-                 "--steps", "8", "--device", "cpu", "--no-progress", "--set", "train.num_workers=0",
-                 "--set", "train.log_every=4"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--policy",
+                "act",
+                "--dataset",
+                str(store),
+                "--out",
+                str(run),
+                "--preset",
+                "micro",
+                "--steps",
+                "8",
+                "--device",
+                "cpu",
+                "--no-progress",
+                "--set",
+                "train.num_workers=0",
+                "--set",
+                "train.log_every=4",
+            ]
+        )
+        == 0
+    )
     ckpt = run / "checkpoints" / "step_0000008"
     assert (ckpt / "config.json").is_file()
 
     out = tmp_path / "eval"
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(ckpt), "--task", "transfer_cube", "--episodes", "2",
-                 "--videos", "1", "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(ckpt),
+                "--task",
+                "transfer_cube",
+                "--episodes",
+                "2",
+                "--videos",
+                "1",
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "stage 4 transferred" in printed and "95% CI" in printed
 
@@ -64,8 +122,11 @@ def test_collect_train_eval_loop(tmp_path, tiny_rig, capsys):
     assert report["seeds"] == [EVAL_SEED_BASE, EVAL_SEED_BASE + 1]
     assert report["training_seed_overlap"] == []  # the store's demonstrations used seeds 0 and 1
     assert report["checkpoint"]["step"] == 8 and report["checkpoint"]["policy"] == "act"
-    assert report["camera"] == {"source": "training dataset", "cameras": {"cam_high": {"height": H, "width": W}},
-                                "render_quality": "fast"}
+    assert report["camera"] == {
+        "source": "training dataset",
+        "cameras": {"cam_high": {"height": H, "width": W}},
+        "render_quality": "fast",
+    }
     assert report["mode"] == "async" and report["latency"]["mode"] == "zero"
     # Stage structure: one entry per stage, counts non-increasing, CIs around the rates.
     stages = report["stages"]

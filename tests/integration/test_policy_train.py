@@ -27,8 +27,14 @@ def _setup(name, n_episodes=2, episode_len=40, **over):
     base = {"camera_names": ["cam_high"], "state_dim": S, "action_dim": S}
     cfg = make_config(name, "micro", [f"{k}={v}" for k, v in over.items()], base=base)
     horizon = cfg.chunk_size if name == "act" else cfg.horizon
-    ds = SyntheticEpisodes(n_episodes=n_episodes, episode_len=episode_len, n_obs_steps=cfg.n_obs_steps,
-                           horizon=horizon, state_dim=S, image_hw=(32, 32) if name == "act" else (64, 64))
+    ds = SyntheticEpisodes(
+        n_episodes=n_episodes,
+        episode_len=episode_len,
+        n_obs_steps=cfg.n_obs_steps,
+        horizon=horizon,
+        state_dim=S,
+        image_hw=(32, 32) if name == "act" else (64, 64),
+    )
     return cfg, ds, compute_stats(ds)
 
 
@@ -67,7 +73,9 @@ def test_act_overfits(tmp_path):
 @pytest.mark.timeout(300)
 def test_diffusion_overfits(tmp_path):
     cfg, ds, stats = _setup("diffusion")
-    trainer = Trainer("diffusion", cfg, _tc(steps=200, seed=0), ds, None, stats, tmp_path / "run", progress=False)
+    trainer = Trainer(
+        "diffusion", cfg, _tc(steps=200, seed=0), ds, None, stats, tmp_path / "run", progress=False
+    )
     init = [p.detach().clone() for p in trainer.policy.ema.parameters()]
     res = trainer.fit()
     first, last = res.history["train"][0], res.history["train"][-1]
@@ -81,15 +89,34 @@ def test_diffusion_overfits(tmp_path):
 @pytest.mark.timeout(300)
 def test_resume_is_exact_and_checkpoints_are_written(tmp_path):
     cfg, _, stats = _setup("diffusion", n_episodes=3, episode_len=20)
-    train_ds = SyntheticEpisodes(n_episodes=3, episode_len=20, n_obs_steps=2, horizon=8, state_dim=S,
-                                 image_hw=(64, 64), episodes=[0, 1])
-    val_ds = SyntheticEpisodes(n_episodes=3, episode_len=20, n_obs_steps=2, horizon=8, state_dim=S,
-                               image_hw=(64, 64), episodes=[2])
+    train_ds = SyntheticEpisodes(
+        n_episodes=3,
+        episode_len=20,
+        n_obs_steps=2,
+        horizon=8,
+        state_dim=S,
+        image_hw=(64, 64),
+        episodes=[0, 1],
+    )
+    val_ds = SyntheticEpisodes(
+        n_episodes=3, episode_len=20, n_obs_steps=2, horizon=8, state_dim=S, image_hw=(64, 64), episodes=[2]
+    )
     tc = dict(seed=3, save_every=4, val_every=4, log_every=2, keep_last=2)
-    full = train("diffusion", cfg, _tc(steps=8, **tc), train_ds, val_ds, stats, tmp_path / "full", progress=False)
+    full = train(
+        "diffusion", cfg, _tc(steps=8, **tc), train_ds, val_ds, stats, tmp_path / "full", progress=False
+    )
     train("diffusion", cfg, _tc(steps=4, **tc), train_ds, val_ds, stats, tmp_path / "half", progress=False)
-    resumed = train("diffusion", cfg, _tc(steps=8, **tc), train_ds, val_ds, stats, tmp_path / "half",
-                    resume=tmp_path / "half" / "checkpoints" / "step_0000004", progress=False)
+    resumed = train(
+        "diffusion",
+        cfg,
+        _tc(steps=8, **tc),
+        train_ds,
+        val_ds,
+        stats,
+        tmp_path / "half",
+        resume=tmp_path / "half" / "checkpoints" / "step_0000004",
+        progress=False,
+    )
     assert resumed.step == full.step == 8
     a = load_policy(full.last_checkpoint, "cpu")
     b = load_policy(resumed.last_checkpoint, "cpu")
@@ -100,7 +127,9 @@ def test_resume_is_exact_and_checkpoints_are_written(tmp_path):
     ck = sorted(p.name for p in (tmp_path / "full" / "checkpoints").iterdir())
     assert ck == ["best", "step_0000004", "step_0000008"]
     assert full.best_val_loss == min(r["loss"] for r in full.history["val"])
-    assert json.loads((full.best_checkpoint / "config.json").read_text())["best_val_loss"] == full.best_val_loss
+    assert (
+        json.loads((full.best_checkpoint / "config.json").read_text())["best_val_loss"] == full.best_val_loss
+    )
     assert (tmp_path / "full" / "training.png").stat().st_size > 1000
     assert json.loads((tmp_path / "full" / "history.json").read_text())["train"]
 
@@ -162,10 +191,24 @@ def test_ddp_two_processes_gloo(tmp_path):
     port = str(_free_port())
     procs = []
     for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, str(script), str(out)], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+            "OMP_NUM_THREADS": "1",
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(script), str(out)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     logs = []
     for p in procs:
         try:
@@ -191,13 +234,41 @@ def test_duet_train_cli_on_a_store(tmp_path):
     from duet.cli import main
 
     out = tmp_path / "run"
-    rc = main(["train", "--policy", "act", "--dataset", str(tmp_path / "d.zarr"), "--out", str(out),
-               "--preset", "micro", "--steps", "6", "--no-progress", "--set", "train.num_workers=0",
-               "--set", "val_every=3", "--set", "train.save_every=3", "--set", "policy.batch_size=8",
-               "--set", "train.compile=off", "--set", "train.amp=off"])  # enum words YAML reads as booleans
+    rc = main(
+        [
+            "train",
+            "--policy",
+            "act",
+            "--dataset",
+            str(tmp_path / "d.zarr"),
+            "--out",
+            str(out),
+            "--preset",
+            "micro",
+            "--steps",
+            "6",
+            "--no-progress",
+            "--set",
+            "train.num_workers=0",
+            "--set",
+            "val_every=3",
+            "--set",
+            "train.save_every=3",
+            "--set",
+            "policy.batch_size=8",
+            "--set",
+            "train.compile=off",
+            "--set",
+            "train.amp=off",
+        ]
+    )  # enum words YAML reads as booleans
     assert rc == 0
     meta = json.loads((out / "checkpoints" / "step_0000006" / "config.json").read_text())
-    assert meta["episodes"]["val"] and sorted(meta["episodes"]["train"] + meta["episodes"]["val"]) == [0, 1, 2]
+    assert meta["episodes"]["val"] and sorted(meta["episodes"]["train"] + meta["episodes"]["val"]) == [
+        0,
+        1,
+        2,
+    ]
     assert meta["config"]["state_dim"] == S and meta["config"]["camera_names"] == ["cam_high"]
     assert meta["config"]["control_dt"] == pytest.approx(0.02)
     policy = load_policy(out / "checkpoints" / "best", "cpu")
@@ -205,8 +276,22 @@ def test_duet_train_cli_on_a_store(tmp_path):
     chunk = policy.predict_chunk({k: v for k, v in item.items() if k.startswith("observation.")})
     assert chunk.actions.shape == (10, S) and np.isfinite(chunk.actions).all()
     # resume for more steps; policy settings come from the checkpoint
-    rc = main(["train", "--policy", "act", "--dataset", str(tmp_path / "d.zarr"), "--out", str(out),
-               "--steps", "9", "--no-progress", "--resume", str(out / "checkpoints" / "step_0000006")])
+    rc = main(
+        [
+            "train",
+            "--policy",
+            "act",
+            "--dataset",
+            str(tmp_path / "d.zarr"),
+            "--out",
+            str(out),
+            "--steps",
+            "9",
+            "--no-progress",
+            "--resume",
+            str(out / "checkpoints" / "step_0000006"),
+        ]
+    )
     assert rc == 0 and (out / "checkpoints" / "step_0000009").is_dir()
     # a user error is one line and exit status 2
     rc = main(["train", "--policy", "act", "--dataset", str(tmp_path / "d.zarr"), "--set", "bogus=1"])
@@ -245,8 +330,14 @@ def test_micro_policies_train_on_240x320_images(tmp_path, name):
     script.write_text(BIG_IMAGES_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     try:
-        p = subprocess.run([sys.executable, str(script), name, str(tmp_path / "run")], env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=150)
+        p = subprocess.run(
+            [sys.executable, str(script), name, str(tmp_path / "run")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=150,
+        )
     except subprocess.TimeoutExpired as e:  # heap corruption can also deadlock inside malloc
         log = e.output.decode(errors="replace") if isinstance(e.output, bytes) else (e.output or "")
         pytest.fail(f"training {name} on 240x320 images hung: {log[-2000:]}")

@@ -51,10 +51,17 @@ def test_run_loop_drives_the_mock_rig():
     with devices:
         arms = [devices.arms[n] for n in followers]
         limits = safety_limits(arms)
-        server = PolicyServer(policy, ServerConfig(mode="async", max_camera_age_s=0.2, rate_hz=rig.resolve_rate(0)), limits, clock)
+        server = PolicyServer(
+            policy,
+            ServerConfig(mode="async", max_camera_age_s=0.2, rate_hz=rig.resolve_rate(0)),
+            limits,
+            clock,
+        )
         ticks = []
         try:
-            report = run_loop(server, arms, devices.cameras, Pacer(50, clock), duration=1.5, on_tick=ticks.append)
+            report = run_loop(
+                server, arms, devices.cameras, Pacer(50, clock), duration=1.5, on_tick=ticks.append
+            )
         finally:
             server.stop()
         final = [a.read().position for a in arms]
@@ -69,7 +76,9 @@ def test_run_loop_drives_the_mock_rig():
     assert final[0][0] > 0.05 and final[1][0] > 0.05
     # Fault reports name each action dim by arm and joint: run_loop filled the names from the arms.
     assert server.action_names == [f"{a.features.name}.{j}" for a in arms for j in a.features.joint_names]
-    assert server.action_names[0].startswith("left_follower.") and server.action_names[7].startswith("right_follower.")
+    assert server.action_names[0].startswith("left_follower.") and server.action_names[7].startswith(
+        "right_follower."
+    )
 
 
 def test_run_loop_checks_the_arms_and_cameras_match_the_policy():
@@ -86,4 +95,6 @@ def test_run_loop_checks_the_arms_and_cameras_match_the_policy():
     with pytest.raises(DuetError, match="safety limits cover 7 joints"):
         PolicyServer(ReachPolicy(), ServerConfig(rate_hz=rig.resolve_rate(0)), safety_limits([arm]), clock)
     with pytest.raises(DuetError, match="13 action names for a policy with action_dim 14"):
-        PolicyServer(ReachPolicy(), ServerConfig(rate_hz=rig.resolve_rate(0)), limits, clock, action_names=["x"] * 13)
+        PolicyServer(
+            ReachPolicy(), ServerConfig(rate_hz=rig.resolve_rate(0)), limits, clock, action_names=["x"] * 13
+        )

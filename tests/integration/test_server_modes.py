@@ -36,8 +36,18 @@ class StubPolicy:
     camera_names = (CAM,)
     action_dim = A
 
-    def __init__(self, clock: FakeClock, fn, horizon: int, n_action_steps: int, latency: float = 0.0,
-                 nan_calls=(), hang_call: int | None = None, dtype=np.float32, times=None):
+    def __init__(
+        self,
+        clock: FakeClock,
+        fn,
+        horizon: int,
+        n_action_steps: int,
+        latency: float = 0.0,
+        nan_calls=(),
+        hang_call: int | None = None,
+        dtype=np.float32,
+        times=None,
+    ):
         self.clock = clock
         self.fn = fn  # fn(call index j, obs time t, t_rel (H,)) -> (H, A)
         self.dtype = dtype  # of the actions returned (float64: 1e300 stays finite)
@@ -77,8 +87,15 @@ class StubPolicy:
 
 
 class Harness:
-    def __init__(self, policy: StubPolicy, config: ServerConfig, max_step: float = 0.03, start_pos=None,
-                 bound: float = 3.0, names=None):
+    def __init__(
+        self,
+        policy: StubPolicy,
+        config: ServerConfig,
+        max_step: float = 0.03,
+        start_pos=None,
+        bound: float = 3.0,
+        names=None,
+    ):
         self.clock = policy.clock
         self.policy = policy
         self.limits = SafetyLimits(np.full(A, -bound), np.full(A, bound), np.full(A, max_step))
@@ -198,8 +215,9 @@ def test_hung_inference_holds_within_two_ticks_of_the_last_action(on_fault):
     clock = FakeClock(T0)
     policy = StubPolicy(clock, offset_chunks, horizon=30, n_action_steps=20, latency=0.1, hang_call=2)
     rest = [0.5, -0.5, 0.25, 0.0]
-    cfg = ServerConfig(mode="async", on_fault=on_fault, rest_pose=rest if on_fault == "rest" else [],
-                       inference_timeout_s=0.5)
+    cfg = ServerConfig(
+        mode="async", on_fault=on_fault, rest_pose=rest if on_fault == "rest" else [], inference_timeout_s=0.5
+    )
     with Harness(policy, cfg, start_pos=smooth(np.array([T0]))[0]) as h:
         res = h.run(150)
         events = h.server.drain_events()
@@ -251,7 +269,7 @@ def test_nan_from_the_model_never_reaches_the_arm(latch):
         resumed = next(i for i in range(bad, len(res)) if not res[i].held)
         assert resumed - bad <= 5  # the next (valid) chunk: 3 ticks of inference + 1
         assert all(not r.held for r in res[resumed:])
-        assert steps([r.command for r in res[bad - 1:]]).max() <= 0.03
+        assert steps([r.command for r in res[bad - 1 :]]).max() <= 0.03
         assert st.step_clamps == 0  # the resume cross-fade, not the clamp, kept it smooth
 
 
@@ -462,7 +480,9 @@ def test_server_misuse_fails_with_one_line_errors():
     finally:
         assert h.server.stop()
     with pytest.raises(DuetError, match="rest_pose has 2 values"):
-        PolicyServer(policy, ServerConfig(rate_hz=1 / DT, on_fault="rest", rest_pose=[0.0, 0.0]), h.limits, clock)
+        PolicyServer(
+            policy, ServerConfig(rate_hz=1 / DT, on_fault="rest", rest_pose=[0.0, 0.0]), h.limits, clock
+        )
 
 
 @pytest.mark.timeout(60)
@@ -479,8 +499,13 @@ def test_clamps_are_told_apart_limit_from_step():
         return a
 
     policy = StubPolicy(clock, fn, horizon=10, n_action_steps=10)
-    with Harness(policy, ServerConfig(mode="receding", blend_ticks=0), max_step=0.03, bound=0.95,
-                 start_pos=[0.0, 0.0, 0.0, 0.95]) as h:
+    with Harness(
+        policy,
+        ServerConfig(mode="receding", blend_ticks=0),
+        max_step=0.03,
+        bound=0.95,
+        start_pos=[0.0, 0.0, 0.0, 0.95],
+    ) as h:
         res = h.run(80)
     st = h.server.stats()
     executed = [r for r in res if not r.held]
@@ -490,12 +515,19 @@ def test_clamps_are_told_apart_limit_from_step():
     assert st.step_clamps == 16
     assert st.clamps_by_dim[3] == st.limit_clamps and st.clamps_by_dim[0] == 16
     assert st.clamps_by_dim[1] == st.clamps_by_dim[2] == 0
-    assert st.lines()[4].startswith("safety clamps: limits 79 (up to 0.02 outside), steps 16; most in dims 3 (79)")
+    assert st.lines()[4].startswith(
+        "safety clamps: limits 79 (up to 0.02 outside), steps 16; most in dims 3 (79)"
+    )
 
 
 # ------------------------------------------------------------------ absurd actions, absurd times
 
-NAMES = ("left_follower.shoulder", "left_follower.gripper", "right_follower.shoulder", "right_follower.gripper")
+NAMES = (
+    "left_follower.shoulder",
+    "left_follower.gripper",
+    "right_follower.shoulder",
+    "right_follower.gripper",
+)
 
 
 @pytest.mark.timeout(60)
@@ -577,20 +609,29 @@ def test_repeated_absurd_chunks_stop_the_episode_until_reset():
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("times, match", [
-    (lambda t: t + 3600.0, "starts 3600 s after"),
-    (lambda t: t - 3600.0, "starts 3600 s before"),
-    (lambda t: t[::-1].copy(), "not increasing"),
-    (lambda t: t * 100.0, "spans 58 s"),
-    (lambda t: np.r_[t[:-1], np.inf], "not finite"),
-])
+@pytest.mark.parametrize(
+    "times, match",
+    [
+        (lambda t: t + 3600.0, "starts 3600 s after"),
+        (lambda t: t - 3600.0, "starts 3600 s before"),
+        (lambda t: t[::-1].copy(), "not increasing"),
+        (lambda t: t * 100.0, "spans 58 s"),
+        (lambda t: np.r_[t[:-1], np.inf], "not finite"),
+    ],
+)
 def test_a_chunk_with_absurd_times_is_rejected_and_the_previous_plan_goes_on(times, match):
     """A chunk whose t_rel lies an hour ahead would wait as pending forever (the server held
     for the rest of the run); one whose times run backwards or stretch over a minute is no
     plan either. It is rejected and reported; the current chunk goes on; the next one runs."""
     clock = FakeClock(T0)
-    policy = StubPolicy(clock, offset_chunks, horizon=30, n_action_steps=10, latency=0.06,
-                        times=lambda j, t: times(t) if j == 2 else t)
+    policy = StubPolicy(
+        clock,
+        offset_chunks,
+        horizon=30,
+        n_action_steps=10,
+        latency=0.06,
+        times=lambda j, t: times(t) if j == 2 else t,
+    )
     with Harness(policy, ServerConfig(mode="async"), start_pos=smooth(np.array([T0]))[0], names=NAMES) as h:
         res = h.run(100)
         events = h.server.drain_events()

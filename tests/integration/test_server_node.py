@@ -25,8 +25,11 @@ def micro_checkpoint(path):
     from duet.policy.factory import make_config, make_policy
 
     home = np.array([0, -0.96, 1.16, 0, -0.3, 0, 0.5] * 2, np.float32)
-    cfg = make_config("act", "micro", base={"camera_names": list(CAMS), "state_dim": 14, "action_dim": 14,
-                                            "image_size": [96, 128]})
+    cfg = make_config(
+        "act",
+        "micro",
+        base={"camera_names": list(CAMS), "state_dim": 14, "action_dim": 14, "image_size": [96, 128]},
+    )
     stats = {k: {"mean": home, "std": np.full(14, 0.05, np.float32)} for k in ("observation.state", "action")}
     return save_checkpoint(path, make_policy("act", cfg, stats))
 
@@ -47,16 +50,28 @@ class Probe:
         self.ex = SingleThreadedExecutor(context=self.ctx)
         self.ex.add_node(self.node)
         rel = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
         self.cmds = {f: [] for f in FOLLOWERS}
         self.state: list[str] = []
         self.diag: list[dict] = []
         for f in FOLLOWERS:
-            self.node.create_subscription(JointState, f"/{f}/command", lambda m, f=f: self.cmds[f].append(
-                (time.monotonic(), np.array(m.position))), rel)
+            self.node.create_subscription(
+                JointState,
+                f"/{f}/command",
+                lambda m, f=f: self.cmds[f].append((time.monotonic(), np.array(m.position))),
+                rel,
+            )
         self.node.create_subscription(String, "/policy/state", lambda m: self.state.append(m.data), latched)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: self.diag.extend(
-            {kv.key: kv.value for kv in s.values} for s in m.status if s.name == "duet/policy"), rel)
+        self.node.create_subscription(
+            DiagnosticArray,
+            "/diagnostics",
+            lambda m: self.diag.extend(
+                {kv.key: kv.value for kv in s.values} for s in m.status if s.name == "duet/policy"
+            ),
+            rel,
+        )
         self.clients = {a: self.node.create_client(Trigger, f"/policy/{a}") for a in ("start", "stop")}
         self.Trigger = Trigger
 
@@ -87,18 +102,39 @@ def test_policy_node_drives_both_followers_from_a_checkpoint(tmp_path, monkeypat
     domain = 10 + (os.getpid() + 41) % 90
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # the probe, in this process
-    cmd = [sys.executable, "-m", "duet.cli", "up", "deploy", "--mock", "--skip", "cam_left_wrist,cam_right_wrist",
-           "--log-dir", str(tmp_path / "logs"), "--checkpoint", str(ckpt), "--device", "cpu"]
-    up = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "duet.cli",
+        "up",
+        "deploy",
+        "--mock",
+        "--skip",
+        "cam_left_wrist,cam_right_wrist",
+        "--log-dir",
+        str(tmp_path / "logs"),
+        "--checkpoint",
+        str(ckpt),
+        "--device",
+        "cpu",
+    ]
+    up = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+    )
     probe = Probe(domain)
     try:
         probe.spin_until(lambda: probe.state and probe.state[-1] == "idle", 90, "policy state idle")
         assert not any(probe.cmds.values())  # idle: nothing commanded
         resp = probe.call("start")
         assert resp.success, resp.message
-        probe.spin_until(lambda: all(len(v) >= 50 for v in probe.cmds.values()), 60, "50 commands per follower")
-        probe.spin_until(lambda: probe.diag and int(probe.diag[-1].get("server.chunks_received", 0)) > 0,
-                         30, "diagnostics reporting chunks")
+        probe.spin_until(
+            lambda: all(len(v) >= 50 for v in probe.cmds.values()), 60, "50 commands per follower"
+        )
+        probe.spin_until(
+            lambda: probe.diag and int(probe.diag[-1].get("server.chunks_received", 0)) > 0,
+            30,
+            "diagnostics reporting chunks",
+        )
         # The chunk checks run on a real model's chunks and pass them (t_rel from 0, within the limits).
         diag = probe.diag[-1]
         assert int(diag["server.rejected_chunks"]) == 0 and int(diag["server.limit_faults"]) == 0, diag
@@ -108,8 +144,11 @@ def test_policy_node_drives_both_followers_from_a_checkpoint(tmp_path, monkeypat
         assert probe.call("stop").success
         probe.spin_until(lambda: probe.state[-1] == "idle", 10, "policy state idle after stop")
     except AssertionError as e:
-        logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((tmp_path / "logs").glob("*.log"))
-                         if p.name.startswith(("policy", "left_follower")))
+        logs = "\n".join(
+            f"--- {p.name}\n{p.read_text()[-3000:]}"
+            for p in sorted((tmp_path / "logs").glob("*.log"))
+            if p.name.startswith(("policy", "left_follower"))
+        )
         pytest.fail(f"{e}\n{logs}")
     finally:
         probe.close()

@@ -107,7 +107,6 @@ def duet_up(tmp_path):
         d.stop()
 
 
-
 class Probe:
     """Subscribes to joint states, commands, images, diagnostics and the teleop state;
     spins in a background thread; offers waits with timeouts (never fixed sleeps)."""
@@ -118,25 +117,43 @@ class Probe:
         self.node = Node(f"duet_test_probe_{os.getpid()}")
         self.mapper = convert.TimeMapper()
         self.lock = threading.Lock()
-        self.joints: dict[str, deque] = defaultdict(lambda: deque(maxlen=5000))  # (recv_mono, stamp, position)
+        self.joints: dict[str, deque] = defaultdict(
+            lambda: deque(maxlen=5000)
+        )  # (recv_mono, stamp, position)
         self.commands: dict[str, deque] = defaultdict(lambda: deque(maxlen=5000))
         self.images: dict[str, deque] = defaultdict(lambda: deque(maxlen=500))  # (recv_mono, stamp, nbytes)
-        self.diag: dict[str, deque] = defaultdict(lambda: deque(maxlen=200))  # (recv_mono, level, message, values)
+        self.diag: dict[str, deque] = defaultdict(
+            lambda: deque(maxlen=200)
+        )  # (recv_mono, level, message, values)
         self.teleop_state = ""
         self.events: list[str] = []
         rel = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         for a in arms:
-            self.node.create_subscription(JointStateMsg, f"/{a}/joint_states", lambda m, a=a: self._js(self.joints, a, m), rel)
+            self.node.create_subscription(
+                JointStateMsg, f"/{a}/joint_states", lambda m, a=a: self._js(self.joints, a, m), rel
+            )
         for f in followers:
-            self.node.create_subscription(JointStateMsg, f"/{f}/command", lambda m, f=f: self._js(self.commands, f, m), rel)
+            self.node.create_subscription(
+                JointStateMsg, f"/{f}/command", lambda m, f=f: self._js(self.commands, f, m), rel
+            )
         for c in cameras:
-            self.node.create_subscription(CompressedImage, f"/{c}/image/compressed",
-                                          lambda m, c=c: self._img(c, m), qos_profile_sensor_data)
+            self.node.create_subscription(
+                CompressedImage,
+                f"/{c}/image/compressed",
+                lambda m, c=c: self._img(c, m),
+                qos_profile_sensor_data,
+            )
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._diag, rel)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
         self.node.create_subscription(String, "/teleop/state", self._state, latched)
-        self.node.create_subscription(String, "/teleop/events", lambda m: self.events.append(m.data), QoSProfile(depth=50))
-        self.clients = {a: self.node.create_client(Trigger, f"/teleop/{a}") for a in ("start", "stop", "pause")}
+        self.node.create_subscription(
+            String, "/teleop/events", lambda m: self.events.append(m.data), QoSProfile(depth=50)
+        )
+        self.clients = {
+            a: self.node.create_client(Trigger, f"/teleop/{a}") for a in ("start", "stop", "pause")
+        }
         self.last_image: dict[str, CompressedImage] = {}
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
@@ -155,17 +172,23 @@ class Probe:
 
     def _js(self, store, name, msg):
         with self.lock:
-            store[name].append((time.monotonic(), self.mapper.from_msg(msg.header.stamp), np.array(msg.position)))
+            store[name].append(
+                (time.monotonic(), self.mapper.from_msg(msg.header.stamp), np.array(msg.position))
+            )
 
     def _img(self, name, msg):
         with self.lock:
-            self.images[name].append((time.monotonic(), self.mapper.from_msg(msg.header.stamp), len(msg.data)))
+            self.images[name].append(
+                (time.monotonic(), self.mapper.from_msg(msg.header.stamp), len(msg.data))
+            )
             self.last_image[name] = msg
 
     def _diag(self, msg):
         with self.lock:
             for st in msg.status:
-                self.diag[st.name].append((time.monotonic(), st.level, st.message, convert.diagnostic_values(st)))
+                self.diag[st.name].append(
+                    (time.monotonic(), st.level, st.message, convert.diagnostic_values(st))
+                )
 
     def _state(self, msg):
         self.teleop_state = msg.data
@@ -182,7 +205,9 @@ class Probe:
         raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
     def wait_state(self, state: str, timeout: float):
-        self.wait_for(lambda: self.teleop_state == state, timeout, f"teleop state {state!r} (now {self.teleop_state!r})")
+        self.wait_for(
+            lambda: self.teleop_state == state, timeout, f"teleop state {state!r} (now {self.teleop_state!r})"
+        )
 
     def call(self, action: str, timeout: float = 10.0):
         client = self.clients[action]

@@ -18,16 +18,31 @@ def test_torque_lost_on_an_active_follower_is_a_published_fault(tmp_path, ros_to
 
     from duet_ros.runtime import LATCHED
 
-    up = ros_tools.DuetUp("bringup", "--only", "right_follower",
-                          "--set", "right_follower:fault_scenario=reboot_at_2s", log_dir=tmp_path / "logs")
+    up = ros_tools.DuetUp(
+        "bringup",
+        "--only",
+        "right_follower",
+        "--set",
+        "right_follower:fault_scenario=reboot_at_2s",
+        log_dir=tmp_path / "logs",
+    )
     probe = ros_tools.make_probe(["right_follower"], ["right_follower"], [])
     faults: list[str] = []
     probe.node.create_subscription(String, "/right_follower/fault", lambda m: faults.append(m.data), LATCHED)
     try:
         probe.wait_for(lambda: any(faults), 40, "a fault from right_follower (latched)")
-        diag = probe.wait_for(lambda: next((d for d in probe.diag["duet/arm/right_follower"]
-                                            if d[1] == b"\x02" and "safe state (" in d[2]), None), 10,
-                              "the safe state in diagnostics")
+        diag = probe.wait_for(
+            lambda: next(
+                (
+                    d
+                    for d in probe.diag["duet/arm/right_follower"]
+                    if d[1] == b"\x02" and "safe state (" in d[2]
+                ),
+                None,
+            ),
+            10,
+            "the safe state in diagnostics",
+        )
     except AssertionError as e:
         probe.close()
         up.stop()

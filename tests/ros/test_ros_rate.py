@@ -44,8 +44,9 @@ def _make(cls, ctx, **params):
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("override, hz", [(0.0, 30.0), (25.0, 25.0)])
-def test_teleop_arm_and_recorder_nodes_tick_at_the_rigs_rate_unless_overridden(rig30, context, tmp_path,
-                                                                               override, hz):
+def test_teleop_arm_and_recorder_nodes_tick_at_the_rigs_rate_unless_overridden(
+    rig30, context, tmp_path, override, hz
+):
     common = {"rig": rig30, "use_mock_hardware": True}
     nodes = []
     try:

@@ -31,16 +31,28 @@ ARMS = ["left_leader", "right_leader", "left_follower", "right_follower"]
 FOLLOWERS = ["left_follower", "right_follower"]
 CAMERAS = ["cam_high", "cam_low"]  # the wrist cameras are skipped: 2 shared CPU cores in CI
 ARGS = [
-    "--skip", "cam_left_wrist,cam_right_wrist",
-    "--task", "pick_cube", "--operator", "ci",
-    "--set", f"recorder:cameras=[{','.join(CAMERAS)}]",
-    "--set", "teleop:teleop.gesture.enabled=false",  # the wave motion would start teleop by itself
-    "--set", "teleop:teleop.leader_max_age_s=0.3",
-    "--set", "teleop:teleop.follower_max_age_s=0.3",
-    "--set", "teleop:teleop.leader_lost_s=5.0",
-    "--set", "*:command_max_age_s=0.3",
+    "--skip",
+    "cam_left_wrist,cam_right_wrist",
+    "--task",
+    "pick_cube",
+    "--operator",
+    "ci",
+    "--set",
+    f"recorder:cameras=[{','.join(CAMERAS)}]",
+    "--set",
+    "teleop:teleop.gesture.enabled=false",  # the wave motion would start teleop by itself
+    "--set",
+    "teleop:teleop.leader_max_age_s=0.3",
+    "--set",
+    "teleop:teleop.follower_max_age_s=0.3",
+    "--set",
+    "teleop:teleop.leader_lost_s=5.0",
+    "--set",
+    "*:command_max_age_s=0.3",
 ]
-LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+LATCHED = QoSProfile(
+    depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
 
 
 class RecordProbe:
@@ -56,14 +68,26 @@ class RecordProbe:
         self.teleop_state = ""
         self.health: list[str] = []
         self.diag: list[dict[str, str]] = []
-        self.node.create_subscription(String, "/recorder/state", lambda m: setattr(self, "state", m.data), LATCHED)
-        self.node.create_subscription(String, "/teleop/state", lambda m: setattr(self, "teleop_state", m.data), LATCHED)
+        self.node.create_subscription(
+            String, "/recorder/state", lambda m: setattr(self, "state", m.data), LATCHED
+        )
+        self.node.create_subscription(
+            String, "/teleop/state", lambda m: setattr(self, "teleop_state", m.data), LATCHED
+        )
         self.node.create_subscription(String, "/recorder/health", self._health, LATCHED)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._diag,
-                                      QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
-        self.clients = {f"recorder/{a}": self.node.create_client(Trigger, f"/recorder/{a}")
-                        for a in ("start", "stop", "discard")}
-        self.clients.update({f"teleop/{a}": self.node.create_client(Trigger, f"/teleop/{a}") for a in ("start", "stop")})
+        self.node.create_subscription(
+            DiagnosticArray,
+            "/diagnostics",
+            self._diag,
+            QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE),
+        )
+        self.clients = {
+            f"recorder/{a}": self.node.create_client(Trigger, f"/recorder/{a}")
+            for a in ("start", "stop", "discard")
+        }
+        self.clients.update(
+            {f"teleop/{a}": self.node.create_client(Trigger, f"/teleop/{a}") for a in ("start", "stop")}
+        )
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self._stop = False
@@ -170,7 +194,9 @@ def _episode(path, i: int) -> tuple[dict[str, np.ndarray], dict]:
     out = {}
     for key in g["data"].array_keys():
         arr = g["data"][key]
-        out[key] = arr[sl] if not key.endswith(".color") else arr[[sl.start, sl.stop - 1]]  # first / last frame
+        out[key] = (
+            arr[sl] if not key.endswith(".color") else arr[[sl.start, sl.stop - 1]]
+        )  # first / last frame
     return out, dict(g["meta"].attrs)["episodes"][i]
 
 
@@ -227,8 +253,11 @@ def test_service_episode_is_committed_readable_with_plain_zarr_and_reported(grap
     assert np.all(np.isinf(data["action.age"]))
     assert np.allclose(data["action"][:, :7], data["left_follower.position"])
     # the recorder's diagnostics: a status after the episode and 1 Hz ones
-    assert probe.wait_for(lambda: any(d["state"] == "idle" and int(d["episodes"]) == i + 1 for d in probe.diag),
-                          10, "idle diagnostics counting the episode")
+    assert probe.wait_for(
+        lambda: any(d["state"] == "idle" and int(d["episodes"]) == i + 1 for d in probe.diag),
+        10,
+        "idle diagnostics counting the episode",
+    )
     assert probe.call("recorder/stop").success is False  # nothing to stop
 
 
@@ -278,7 +307,9 @@ def test_episode_follows_teleop_mirroring(graph):
     assert has_cmd.mean() > 0.8, f"only {has_cmd.mean():.0%} of ticks saw a command"
     assert np.median(cmd_age[has_cmd]) < 0.2
     act = data["action"][has_cmd]
-    assert not np.allclose(act[:, :7], data["left_follower.position"][has_cmd], atol=1e-6)  # commands, not states
+    assert not np.allclose(
+        act[:, :7], data["left_follower.position"][has_cmd], atol=1e-6
+    )  # commands, not states
 
 
 @pytest.mark.timeout(150)

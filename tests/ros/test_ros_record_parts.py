@@ -53,9 +53,15 @@ def test_frame_counter_turns_stamp_gaps_into_index_gaps():
 
 def test_in_order_reorders_permuted_joints_and_rejects_others():
     names = ("a", "b", "c")
-    js = JointState(1.0, ("c", "a", "b"), np.array([3.0, 1.0, 2.0]), np.array([30.0, 10.0, 20.0]), np.zeros(3))
+    js = JointState(
+        1.0, ("c", "a", "b"), np.array([3.0, 1.0, 2.0]), np.array([30.0, 10.0, 20.0]), np.zeros(3)
+    )
     out = in_order(js, names)
-    assert out.names == names and out.position.tolist() == [1.0, 2.0, 3.0] and out.velocity.tolist() == [10, 20, 30]
+    assert (
+        out.names == names
+        and out.position.tolist() == [1.0, 2.0, 3.0]
+        and out.velocity.tolist() == [10, 20, 30]
+    )
     assert in_order(out, names) is out
     with pytest.raises(ValueError, match="do not match"):
         in_order(JointState(1.0, ("a", "b", "x"), np.zeros(3), np.zeros(3), np.zeros(3)), names)
@@ -120,10 +126,27 @@ def test_record_graph_arguments_reach_the_recorder_and_dataset_is_required(capsy
     assert main(["up", "record", "--mock", "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--dataset" in err
-    assert main(["up", "record", "--mock", "--dry-run", "--dataset", str(tmp_path / "d.zarr"), "--task", "fold",
-                 "--set", "recorder:operator=ana", "--operator", "bob"]) == 0
+    assert (
+        main(
+            [
+                "up",
+                "record",
+                "--mock",
+                "--dry-run",
+                "--dataset",
+                str(tmp_path / "d.zarr"),
+                "--task",
+                "fold",
+                "--set",
+                "recorder:operator=ana",
+                "--operator",
+                "bob",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    rec = out[out.index("duet_recorder_node"):]
+    rec = out[out.index("duet_recorder_node") :]
     assert f"dataset: {tmp_path / 'd.zarr'}" in rec and "task: fold" in rec
     assert "operator: ana" in rec  # an explicit --set wins over the graph argument
     assert "dataset:" not in out[: out.index("duet_recorder_node")]  # only the recorder gets it
@@ -168,10 +191,16 @@ class Feeder:
         self.node = Node("record_parts_feeder", context=ctx)
         self.mapper = convert.TimeMapper()
         self.arms = ["left_leader", "right_leader", "left_follower", "right_follower"]
-        self.joints = {a: self.node.create_publisher(JointStateMsg, f"/{a}/joint_states", 10) for a in self.arms}
-        self.cams = {c: self.node.create_publisher(CompressedImage, f"/{c}/image/compressed", qos_profile_sensor_data)
-                     for c in cameras}
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.joints = {
+            a: self.node.create_publisher(JointStateMsg, f"/{a}/joint_states", 10) for a in self.arms
+        }
+        self.cams = {
+            c: self.node.create_publisher(CompressedImage, f"/{c}/image/compressed", qos_profile_sensor_data)
+            for c in cameras
+        }
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
         self.teleop = self.node.create_publisher(String, "/teleop/state", latched)
         img = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
         self.jpeg = convert.encode_jpeg(img, 80)
@@ -188,8 +217,11 @@ class Feeder:
             now = time.monotonic()
             for a, pub in self.joints.items():
                 q = np.full(7, 0.1 * np.sin(now))
-                pub.publish(convert.joint_state_to_msg(JointState(now, self.names, q, np.zeros(7), np.zeros(7)),
-                                                       self.mapper, a))
+                pub.publish(
+                    convert.joint_state_to_msg(
+                        JointState(now, self.names, q, np.zeros(7), np.zeros(7)), self.mapper, a
+                    )
+                )
             if k % 2 == 0:
                 for pub in self.cams.values():
                     msg = CompressedImage(format=convert.JPEG_FORMAT, data=self.jpeg)
@@ -207,19 +239,27 @@ class Feeder:
 def recorder(tmp_path, ros_domain):
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
-    params = {"dataset": str(tmp_path / "d.zarr"), "task": "parts", "cameras": ["cam_high"], "max_episode_s": 1.0,
-              "use_mock_hardware": True}
+    params = {
+        "dataset": str(tmp_path / "d.zarr"),
+        "task": "parts",
+        "cameras": ["cam_high"],
+        "max_episode_s": 1.0,
+        "use_mock_hardware": True,
+    }
     node = RecorderNode(context=ctx, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
     feeder = Feeder(ctx)
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
     ex.add_node(feeder.node)
     health: list[str] = []
-    latched10 = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    latched10 = QoSProfile(
+        depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+    )
     feeder.node.create_subscription(String, "/recorder/health", lambda m: health.append(m.data), latched10)
     stop = threading.Event()
-    spin = threading.Thread(target=lambda: [ex.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)],
-                            daemon=True)
+    spin = threading.Thread(
+        target=lambda: [ex.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)], daemon=True
+    )
     spin.start()
     try:
         yield node, feeder, health
@@ -276,8 +316,9 @@ def test_in_process_recorder_follows_teleop_limits_length_and_refuses_without_da
     _wait(lambda: len(health) == 2, 20, "the service episode committed at max_episode_s")
 
     # joint states with other joints are rejected, not recorded
-    bad = convert.joint_state_to_msg(JointState(time.monotonic(), ("x",) * 7, np.zeros(7), np.zeros(7), np.zeros(7)),
-                                     feeder.mapper)
+    bad = convert.joint_state_to_msg(
+        JointState(time.monotonic(), ("x",) * 7, np.zeros(7), np.zeros(7), np.zeros(7)), feeder.mapper
+    )
     rejected = node._counters["rejected"]
     feeder.joints["left_leader"].publish(bad)
     _wait(lambda: node._counters["rejected"] > rejected, 10, "the bad message rejected")

@@ -61,8 +61,9 @@ def test_future_stamped_commands_are_rejected_counted_and_never_move_the_arm(gra
 
     probe = graph["probe"]
     names = _joint_names()
-    pub = probe.node.create_publisher(JointStateMsg, f"/{ARM}/command",
-                                      QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+    pub = probe.node.create_publisher(
+        JointStateMsg, f"/{ARM}/command", QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    )
     try:
         probe.wait_for(lambda: pub.get_subscription_count() > 0, 15, f"{ARM} subscribed to its command topic")
         start = probe.samples(probe.joints, ARM)[-1][2].copy()
@@ -73,15 +74,21 @@ def test_future_stamped_commands_are_rejected_counted_and_never_move_the_arm(gra
             pub.publish(convert.command_to_msg(names, target, time.monotonic() + 3600.0, probe.mapper))
             time.sleep(0.02)  # a 50 Hz sender (the arm keeps the newest 5 commands)
         values = probe.wait_for(
-            lambda: next((v for v in _diag_values(probe, t_sent)
-                          if int(v.get("commands_rejected_future", 0)) >= 1), None),
-            15, "diagnostics counting the future-stamped commands")
+            lambda: next(
+                (v for v in _diag_values(probe, t_sent) if int(v.get("commands_rejected_future", 0)) >= 1),
+                None,
+            ),
+            15,
+            "diagnostics counting the future-stamped commands",
+        )
         assert int(values["commands_received"]) == 0 and int(values["commands_applied"]) == 0, values
         assert "future" in values["last_error"], values["last_error"]
         assert float(values["command_future_tolerance_s"]) < 1.0
         # a joint state captured after that report: the arm never moved
         t_report = time.monotonic()
-        probe.wait_for(lambda: probe.samples(probe.joints, ARM, since=t_report), 10, "a joint state after the report")
+        probe.wait_for(
+            lambda: probe.samples(probe.joints, ARM, since=t_report), 10, "a joint state after the report"
+        )
         after = np.array([s[2] for s in probe.samples(probe.joints, ARM, since=t_sent)])
         assert np.abs(after - start).max() < 1e-3, np.abs(after - start).max(axis=0)
 
@@ -115,14 +122,23 @@ def test_mock_graph_nodes_discover_on_localhost_only(graph):
 
 
 def _network_line(*args: str, env: dict[str, str]) -> str:
-    r = subprocess.run([sys.executable, "-m", "duet.cli", "up", "bringup", "--dry-run", *args], env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "duet.cli", "up", "bringup", "--dry-run", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     return next(ln for ln in r.stderr.splitlines() if ln.startswith("[duet up] network:"))
 
 
 def test_every_graph_says_its_discovery_range_and_domain_and_a_set_range_is_kept():
-    env = {k: v for k, v in os.environ.items() if k not in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOCALHOST_ONLY")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOCALHOST_ONLY")
+    }
     env["ROS_DOMAIN_ID"] = "42"
     real = _network_line(env=env)  # real hardware: the ROS default, said out loud
     assert "discovery range SUBNET" in real and "ROS domain 42" in real and "no DDS security" in real, real
@@ -134,8 +150,11 @@ def test_every_graph_says_its_discovery_range_and_domain_and_a_set_range_is_kept
     from duet_ros.graph import expand
     from duet_ros.launcher import GraphRunner
 
-    for set_env, want in (({}, "LOCALHOST"), ({"ROS_AUTOMATIC_DISCOVERY_RANGE": "SYSTEM_DEFAULT"}, "SYSTEM_DEFAULT"),
-                          ({"ROS_LOCALHOST_ONLY": "1"}, None)):
+    for set_env, want in (
+        ({}, "LOCALHOST"),
+        ({"ROS_AUTOMATIC_DISCOVERY_RANGE": "SYSTEM_DEFAULT"}, "SYSTEM_DEFAULT"),
+        ({"ROS_LOCALHOST_ONLY": "1"}, None),
+    ):
         runner = GraphRunner(expand("bringup", "aloha", True), env=set_env)
         try:
             assert runner.environment().get("ROS_AUTOMATIC_DISCOVERY_RANGE") == want

@@ -57,13 +57,29 @@ def test_keystore_has_an_enclave_per_node_and_only_teleop_and_policy_command_the
 
     enclaves = keystore / "enclaves" / "duet"
     names = sorted(p.name for p in enclaves.iterdir())
-    for n in ("left_leader", "left_follower", "right_follower", "cam_high", "teleop", "policy", "sim", "operator"):
+    for n in (
+        "left_leader",
+        "left_follower",
+        "right_follower",
+        "cam_high",
+        "teleop",
+        "policy",
+        "sim",
+        "operator",
+    ):
         assert n in names, names
     ca = x509.load_pem_x509_certificate((keystore / "public" / "ca.cert.pem").read_bytes())
     for n in names:
         d = enclaves / n
-        for f in ("cert.pem", "key.pem", "identity_ca.cert.pem", "permissions_ca.cert.pem", "governance.p7s",
-                  "permissions.p7s", "permissions.xml"):
+        for f in (
+            "cert.pem",
+            "key.pem",
+            "identity_ca.cert.pem",
+            "permissions_ca.cert.pem",
+            "governance.p7s",
+            "permissions.p7s",
+            "permissions.xml",
+        ):
             assert (d / f).is_file(), f"{n}: {f}"
         assert (d / "key.pem").stat().st_mode & 0o077 == 0, f"{n}: key.pem readable by others"
         cert = x509.load_pem_x509_certificate((d / "cert.pem").read_bytes())
@@ -88,8 +104,9 @@ def test_governance_and_permissions_are_smime_signed_by_the_keystore_ca(keystore
         d = keystore / "enclaves" / "duet" / n
         signed.append((d / "permissions.p7s", d / "permissions.xml"))
     for p7s, xml in signed:
-        r = subprocess.run(["openssl", "smime", "-verify", "-text", "-in", str(p7s), "-CAfile", str(ca)],
-                           capture_output=True)
+        r = subprocess.run(
+            ["openssl", "smime", "-verify", "-text", "-in", str(p7s), "-CAfile", str(ca)], capture_output=True
+        )
         assert r.returncode == 0, r.stderr.decode()
         assert r.stdout.replace(b"\r\n", b"\n") == xml.read_bytes(), p7s
 
@@ -100,8 +117,11 @@ def test_duet_up_keystore_runs_each_node_in_its_enclave_enforced(keystore, capsy
     assert main(["up", "teleop", "--mock", "--dry-run", "--keystore", str(keystore)]) == 0
     cap = capsys.readouterr()
     lines = [ln for ln in cap.out.splitlines() if ln.startswith("/")]
-    assert lines and all(f"__node:={n} --enclave /duet/{n} " in ln for ln in lines
-                         for n in [ln.split("__node:=")[1].split()[0]])
+    assert lines and all(
+        f"__node:={n} --enclave /duet/{n} " in ln
+        for ln in lines
+        for n in [ln.split("__node:=")[1].split()[0]]
+    )
     assert "DDS security Enforce" in cap.err
     # a keystore without the graph's enclaves: one line naming the enclave and the fix
     empty = keystore.parent / "empty"
@@ -128,9 +148,25 @@ def _security_available(keystore: str) -> bool:
 def test_without_security_plugins_a_secured_graph_refuses_to_start_in_one_line(keystore, tmp_path):
     if _security_available(str(keystore)):
         pytest.skip("this ROS has the DDS security plugins: see the secured-graph test")
-    r = subprocess.run([sys.executable, "-m", "duet.cli", "up", "bringup", "--mock", "--only", "left_follower",
-                        "--keystore", str(keystore), "--log-dir", str(tmp_path)], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "duet.cli",
+            "up",
+            "bringup",
+            "--mock",
+            "--only",
+            "left_follower",
+            "--keystore",
+            str(keystore),
+            "--log-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2
     err = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("[duet up] network")]
     assert len(err) == 1 and "no DDS security plugins" in err[0] and "docs/security.md" in err[0], r.stderr
@@ -206,8 +242,13 @@ def _client(keystore: Path | None, enclave: str, action: str, *extra: str) -> su
         from duet_ros import security
 
         env.update(security.security_environment(keystore))
-    return subprocess.run([sys.executable, "-c", CLIENT, enclave, action, *extra], env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", CLIENT, enclave, action, *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _result(r: subprocess.CompletedProcess) -> dict:
@@ -217,10 +258,14 @@ def _result(r: subprocess.CompletedProcess) -> dict:
 
 
 @pytest.mark.timeout(300)
-def test_secured_graph_only_teleop_commands_and_only_the_operator_calls_lifecycle(keystore, tmp_path, ros_tools):
+def test_secured_graph_only_teleop_commands_and_only_the_operator_calls_lifecycle(
+    keystore, tmp_path, ros_tools
+):
     if not _security_available(str(keystore)):
-        pytest.skip("this environment's Fast DDS has no DDS security plugins (ros-jazzy wheels); "
-                    "run with a system ROS 2 Jazzy (docs/security.md)")
+        pytest.skip(
+            "this environment's Fast DDS has no DDS security plugins (ros-jazzy wheels); "
+            "run with a system ROS 2 Jazzy (docs/security.md)"
+        )
     from duet.hardware.factory import make_arm
     from duet.hardware.rig import load_rig
 
@@ -266,8 +311,9 @@ def test_launch_files_pass_the_keystore_and_the_local_discovery_range(keystore, 
 
     mods = {
         "launch": types.SimpleNamespace(LaunchDescription=lambda actions: actions),
-        "launch.actions": types.SimpleNamespace(DeclareLaunchArgument=Action, LogInfo=Action, OpaqueFunction=Action,
-                                                SetEnvironmentVariable=Action),
+        "launch.actions": types.SimpleNamespace(
+            DeclareLaunchArgument=Action, LogInfo=Action, OpaqueFunction=Action, SetEnvironmentVariable=Action
+        ),
         "launch.substitutions": types.SimpleNamespace(LaunchConfiguration=LaunchConfiguration),
         "launch_ros.actions": types.SimpleNamespace(Node=Action),
     }
@@ -287,10 +333,16 @@ def test_launch_files_pass_the_keystore_and_the_local_discovery_range(keystore, 
         assert env["ROS_SECURITY_ENABLE"] == "true" and env["ROS_SECURITY_STRATEGY"] == "Enforce"
         assert env["ROS_SECURITY_KEYSTORE"] == str(keystore.resolve())
         nodes = [a.kwargs for a in out if "executable" in a.kwargs]
-        assert len(nodes) == 9 and all(n["ros_arguments"] == ["--enclave", f"/duet/{n['name']}"] for n in nodes)
+        assert len(nodes) == 9 and all(
+            n["ros_arguments"] == ["--enclave", f"/duet/{n['name']}"] for n in nodes
+        )
         (log,) = [a for a in out if "msg" in a.kwargs]
-        assert "discovery range LOCALHOST" in log.kwargs["msg"] and "DDS security Enforce" in log.kwargs["msg"]
-        values.update(use_mock_hardware="false", keystore="")  # real hardware: the user's range, said in the log
+        assert (
+            "discovery range LOCALHOST" in log.kwargs["msg"] and "DDS security Enforce" in log.kwargs["msg"]
+        )
+        values.update(
+            use_mock_hardware="false", keystore=""
+        )  # real hardware: the user's range, said in the log
         out = opaque.kwargs["function"](types.SimpleNamespace(environment={}))
         assert not [a for a in out if len(a.args) == 2]
         (log,) = [a for a in out if "msg" in a.kwargs]

@@ -18,7 +18,9 @@ def test_a_failing_step_names_the_step_and_its_log(tmp_path, capsys):
 
     run = Runner(tmp_path, total=1)
     with pytest.raises(DuetError) as e:
-        run.step(1, "deploy", "a step that fails", ["sim", "deploy", "--checkpoint", str(tmp_path / "missing")])
+        run.step(
+            1, "deploy", "a step that fails", ["sim", "deploy", "--checkpoint", str(tmp_path / "missing")]
+        )
     msg = str(e.value)
     assert "\n" not in msg and "step 1 (deploy) failed with status 2" in msg
     log = tmp_path / "logs" / "1-deploy.log"
@@ -30,8 +32,12 @@ def test_a_failing_step_names_the_step_and_its_log(tmp_path, capsys):
 
 def test_demo_refuses_a_used_output_directory(tmp_path):
     (tmp_path / "x").write_text("")
-    out = subprocess.run([sys.executable, "-m", "duet.cli", "demo", "--quick", "--out", str(tmp_path)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "duet.cli", "demo", "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "not empty" in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
@@ -42,8 +48,12 @@ def test_quick_demo_runs_every_step_and_leaves_its_outputs(tmp_path, ros_domain)
     from duet.data.store import EpisodeStore
 
     out_dir = tmp_path / "demo"
-    out = subprocess.run([sys.executable, "-m", "duet.cli", "demo", "--quick", "--out", str(out_dir)],
-                         capture_output=True, text=True, timeout=290)
+    out = subprocess.run(
+        [sys.executable, "-m", "duet.cli", "demo", "--quick", "--out", str(out_dir)],
+        capture_output=True,
+        text=True,
+        timeout=290,
+    )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     for n, step in enumerate(("collect", "train", "eval", "deploy"), 1):
         assert f"[demo {n}/4] {step} done" in out.stdout

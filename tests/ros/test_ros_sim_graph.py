@@ -51,7 +51,11 @@ def test_sim_rig_expands_to_one_host_with_the_same_node_names():
     # the hosted nodes are the mock graph's arm and camera nodes: same names, same parameters
     hosted = {h.name: h for h in host.hosted}
     assert set(hosted) == {a for a in ARMS} | {"cam_high", "cam_left_wrist", "cam_right_wrist"}
-    assert hosted["left_follower"].parameters == {"rig": "aloha_sim", "use_mock_hardware": True, "arm": "left_follower"}
+    assert hosted["left_follower"].parameters == {
+        "rig": "aloha_sim",
+        "use_mock_hardware": True,
+        "arm": "left_follower",
+    }
     assert host.parameters["nodes"] == [f"{h.kind}:{h.name}" for h in host.hosted]
     assert sim[1].parameters == {**mock[-1].parameters, "rig": "aloha_sim"}  # teleop unchanged
     assert host.param_files == mock[0].param_files
@@ -67,9 +71,15 @@ def test_host_params_file_carries_each_hosted_nodes_section_and_overrides():
     (host,) = [s for s in expand("record", "aloha_sim", True) if s.hosted]
     doc = yaml.safe_load(node_params_yaml(host, {"seed": 7}, {"left_follower": {"command_max_age_s": 0.2}}))
     assert doc["sim"]["ros__parameters"]["seed"] == 7
-    assert doc["left_follower"]["ros__parameters"] == {"rig": "aloha_sim", "use_mock_hardware": True,
-                                                       "arm": "left_follower", "command_max_age_s": 0.2}
-    runner = GraphRunner([host], {"left_follower": {"fault_scenario": "x"}, "*": {"diagnostics_rate_hz": 2.0}})
+    assert doc["left_follower"]["ros__parameters"] == {
+        "rig": "aloha_sim",
+        "use_mock_hardware": True,
+        "arm": "left_follower",
+        "command_max_age_s": 0.2,
+    }
+    runner = GraphRunner(
+        [host], {"left_follower": {"fault_scenario": "x"}, "*": {"diagnostics_rate_hz": 2.0}}
+    )
     try:
         text = runner.children[0].argv[-1]
         doc = yaml.safe_load(open(text).read())
@@ -89,9 +99,24 @@ def test_graph_description_declares_the_host_kind():
 
 
 def test_duet_up_sim_flag_is_mock_with_the_sim_rig():
-    out = subprocess.run([sys.executable, "-m", "duet.cli", "up", "record", "--sim", "--dataset", "/tmp/never.zarr",
-                          "--set", "left_follower:command_max_age_s=0.25", "--dry-run"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "duet.cli",
+            "up",
+            "record",
+            "--sim",
+            "--dataset",
+            "/tmp/never.zarr",
+            "--set",
+            "left_follower:command_max_age_s=0.25",
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert "duet_sim_node --ros-args -r __node:=sim" in out.stdout
     assert "duet_arm_node" not in out.stdout and "duet_camera_node" not in out.stdout
@@ -111,7 +136,9 @@ class SimProbe:
         self.stages: list[int] = []
         self.status: dict = {}
         self.lock = threading.Lock()
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
         probe.node.create_subscription(Int32, "/sim/stage", self._stage, QoSProfile(depth=50))
         probe.node.create_subscription(String, "/sim/status", self._status, latched)
         self.clients = {s: probe.node.create_client(Trigger, f"/sim/{s}") for s in ("reset", "run_operator")}
@@ -137,13 +164,26 @@ class SimProbe:
 @pytest.mark.ros
 @pytest.mark.slow
 @pytest.mark.timeout(150)
-def test_sim_host_serves_mock_topics_and_the_operator_moves_the_followers(tmp_path, ros_domain, ros_tools,
-                                                                             _rclpy_session):
+def test_sim_host_serves_mock_topics_and_the_operator_moves_the_followers(
+    tmp_path, ros_domain, ros_tools, _rclpy_session
+):
     rig = small_rig(tmp_path / "rig.yaml")
-    up = ros_tools.DuetUp("teleop", "--config", rig, "--set", "teleop:teleop.gesture.enabled=false",
-                          "--set", "teleop:teleop.leader_max_age_s=0.3", "--set", "teleop:teleop.follower_max_age_s=0.3",
-                          "--set", "teleop:teleop.track_error_limit=1.2",
-                          "--set", "*:command_max_age_s=0.3", log_dir=tmp_path / "logs")
+    up = ros_tools.DuetUp(
+        "teleop",
+        "--config",
+        rig,
+        "--set",
+        "teleop:teleop.gesture.enabled=false",
+        "--set",
+        "teleop:teleop.leader_max_age_s=0.3",
+        "--set",
+        "teleop:teleop.follower_max_age_s=0.3",
+        "--set",
+        "teleop:teleop.track_error_limit=1.2",
+        "--set",
+        "*:command_max_age_s=0.3",
+        log_dir=tmp_path / "logs",
+    )
     probe = ros_tools.make_probe(ARMS, FOLLOWERS, [CAMERA])
     sim = SimProbe(probe)
     try:
@@ -190,11 +230,34 @@ def test_one_episode_collected_through_the_ros_graph_is_committed(tmp_path, ros_
 
     store = tmp_path / "demos.zarr"
     report = tmp_path / "report.json"
-    out = subprocess.run([sys.executable, "-m", "duet.cli", "sim", "collect", "--via-ros", "--episodes", "1",
-                          "--seed", "3", "--keep-failed", "--out", str(store), *SMALL, "--report", str(report),
-                          "--log-dir", str(tmp_path / "logs")],
-                         capture_output=True, text=True, timeout=140)
-    logs = "\n".join(f"== {f.name}\n{f.read_text()[-1500:]}" for f in sorted((tmp_path / "logs").glob("*.log")))
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "duet.cli",
+            "sim",
+            "collect",
+            "--via-ros",
+            "--episodes",
+            "1",
+            "--seed",
+            "3",
+            "--keep-failed",
+            "--out",
+            str(store),
+            *SMALL,
+            "--report",
+            str(report),
+            "--log-dir",
+            str(tmp_path / "logs"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=140,
+    )
+    logs = "\n".join(
+        f"== {f.name}\n{f.read_text()[-1500:]}" for f in sorted((tmp_path / "logs").glob("*.log"))
+    )
     assert out.returncode in (0, 1), out.stdout + out.stderr + logs  # 1: the task failed (machine load)
     (ep,) = json.loads(report.read_text())["episodes"]
     assert ep["kept"] and ep["seed"] == 3, ep

@@ -29,7 +29,9 @@ def test_time_mapping_round_trip_and_wall_clock():
 
 def test_joint_state_and_command_conversion():
     m = convert.TimeMapper()
-    s = JointState(100.25, NAMES, np.array([0.1, -0.2, 0.7]), np.array([1.0, 2.0, 3.0]), np.array([5.0, 6.0, 7.0]))
+    s = JointState(
+        100.25, NAMES, np.array([0.1, -0.2, 0.7]), np.array([1.0, 2.0, 3.0]), np.array([5.0, 6.0, 7.0])
+    )
     msg = convert.joint_state_to_msg(s, m, "left_leader")
     back = convert.msg_to_joint_state(msg, m)
     assert back.names == NAMES and back.stamp == pytest.approx(100.25, abs=1e-6)
@@ -70,8 +72,13 @@ def test_images_jpeg_and_raw():
 
 
 def test_diagnostics_flattening():
-    st = convert.diagnostic_status("duet/arm/x", "port", convert.WARN, "holding",
-                                   {"rate_hz": 49.98765, "bus": {"retries": 3}, "temps": [30.5, 31.0], "ok": True})
+    st = convert.diagnostic_status(
+        "duet/arm/x",
+        "port",
+        convert.WARN,
+        "holding",
+        {"rate_hz": 49.98765, "bus": {"retries": 3}, "temps": [30.5, 31.0], "ok": True},
+    )
     values = convert.diagnostic_values(st)
     assert values == {"rate_hz": "49.9877", "bus.retries": "3", "temps": "30.5, 31", "ok": "True"}
     arr = convert.diagnostic_array([st], 1.0, convert.TimeMapper())
@@ -89,7 +96,10 @@ def node_factory():
     nodes = []
 
     def make(**overrides):
-        n = Node(f"param_test_{len(nodes)}", parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+        n = Node(
+            f"param_test_{len(nodes)}",
+            parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
+        )
         nodes.append(n)
         return n
 
@@ -108,8 +118,13 @@ def test_parameters_declared_from_the_dataclasses(node_factory):
     desc = n.describe_parameter("command_max_age_s")
     assert "never applied" in desc.description  # the dataclass help string
 
-    n = node_factory(**{"teleop.gesture.hold_s": 1.5, "inputs": ["keyboard"],
-                        "teleop.pairs": '[{"leader": "left_leader", "follower": "left_follower", "gripper_scale": 0.5}]'})
+    n = node_factory(
+        **{
+            "teleop.gesture.hold_s": 1.5,
+            "inputs": ["keyboard"],
+            "teleop.pairs": '[{"leader": "left_leader", "follower": "left_follower", "gripper_scale": 0.5}]',
+        }
+    )
     cfg = declare_config(n, TeleopNodeConfig)
     assert cfg.teleop.gesture.hold_s == 1.5 and cfg.inputs == ["keyboard"]
     assert cfg.teleop.pairs[0].gripper_scale == 0.5

@@ -28,40 +28,69 @@ CAMERAS = ["cam_high", "cam_low"]
 def test_bus_faults_are_reported_teleop_pauses_and_the_rest_keeps_its_rate(tmp_path, ros_tools):
     up = ros_tools.DuetUp(
         "teleop",
-        "--skip", "cam_left_wrist,cam_right_wrist",
+        "--skip",
+        "cam_left_wrist,cam_right_wrist",
         # the right follower's gripper servo latches an overload error 5 s after its bus starts
         # (teleop has started by then unless the machine is very slow: both cases are checked)
-        "--set", "right_follower:fault_scenario=overload_at:5",
+        "--set",
+        "right_follower:fault_scenario=overload_at:5",
         # every reply on the left leader's bus comes 25 ms late: at most 40 reads a second
-        "--set", "left_leader:fault_scenario=slow_bus:25",
-        "--set", "*:command_max_age_s=0.3",
-        "--set", "teleop:teleop.start_on_launch=true",
-        "--set", "teleop:teleop.leader_max_age_s=0.3",
-        "--set", "teleop:teleop.follower_max_age_s=0.3",
-        "--set", "teleop:teleop.leader_lost_s=5.0",
-        "--set", "teleop:teleop.gesture.enabled=false",
+        "--set",
+        "left_leader:fault_scenario=slow_bus:25",
+        "--set",
+        "*:command_max_age_s=0.3",
+        "--set",
+        "teleop:teleop.start_on_launch=true",
+        "--set",
+        "teleop:teleop.leader_max_age_s=0.3",
+        "--set",
+        "teleop:teleop.follower_max_age_s=0.3",
+        "--set",
+        "teleop:teleop.leader_lost_s=5.0",
+        "--set",
+        "teleop:teleop.gesture.enabled=false",
         log_dir=tmp_path / "logs",
     )
     probe = ros_tools.make_probe(ARMS, FOLLOWERS, CAMERAS)
     try:
         first = probe.wait_for(
             lambda: next((d for d in probe.diag["duet/arm/right_follower"] if d[1] == b"\x02"), None),
-            60, "an ERROR diagnostic from right_follower")
+            60,
+            "an ERROR diagnostic from right_follower",
+        )
         t_fault = time.monotonic()
         probe.wait_for(lambda: any(e.startswith("arm_fault") for e in probe.events), 10, "an arm_fault event")
         # teleop had started (it pauses at once) or the fault came first (start_on_launch is refused).
         # Judged by the outcome: the probe may have joined after teleop's first state events.
-        probe.wait_for(lambda: probe.teleop_state == "paused" or any(e.startswith("refused") for e in probe.events),
-                       10, "teleop paused or its start refused")
+        probe.wait_for(
+            lambda: probe.teleop_state == "paused" or any(e.startswith("refused") for e in probe.events),
+            10,
+            "teleop paused or its start refused",
+        )
         started = not any(e.startswith("refused") for e in probe.events)
         fault = probe.wait_for(  # the next window once the safe state is reached
-            lambda: next((d for d in probe.diag["duet/arm/right_follower"]
-                          if d[1] == b"\x02" and "safe state (" in d[2]), None), 10, "the safe state in diagnostics")
+            lambda: next(
+                (
+                    d
+                    for d in probe.diag["duet/arm/right_follower"]
+                    if d[1] == b"\x02" and "safe state (" in d[2]
+                ),
+                None,
+            ),
+            10,
+            "the safe state in diagnostics",
+        )
         t0 = max(time.monotonic(), t_fault)
         probe.wait_for(lambda: time.monotonic() - t0 > 3.0, 10, "3 s after the fault")
         # a full diagnostics window of every other node after the fault
-        probe.wait_for(lambda: all(probe.diag_since(f"duet/arm/{a}", t0 + 1.0)
-                                   for a in ("left_leader", "right_leader", "left_follower")), 10, "diagnostics")
+        probe.wait_for(
+            lambda: all(
+                probe.diag_since(f"duet/arm/{a}", t0 + 1.0)
+                for a in ("left_leader", "right_leader", "left_follower")
+            ),
+            10,
+            "diagnostics",
+        )
     except AssertionError as e:
         probe.close()
         up.stop()
@@ -80,16 +109,22 @@ def test_bus_faults_are_reported_teleop_pauses_and_the_rest_keeps_its_rate(tmp_p
             assert any("-> paused (arm fault: right_follower)" in e for e in probe.events), probe.events
             assert probe.teleop_state == "paused"
         else:
-            assert any(e.startswith("refused: start from start_on_launch: right_follower faulted")
-                       for e in probe.events), probe.events
+            assert any(
+                e.startswith("refused: start from start_on_launch: right_follower faulted")
+                for e in probe.events
+            ), probe.events
             assert probe.teleop_state == "idle"
-        assert not any("-> ramping" in e for e in probe.events[_first(probe.events, "arm_fault"):]), probe.events
+        assert not any("-> ramping" in e for e in probe.events[_first(probe.events, "arm_fault") :]), (
+            probe.events
+        )
         tele = probe.diag_since("duet/teleop", t0)[-1]
         assert tele[1] == b"\x02" and "right_follower" in tele[2], tele[2]
         assert float(tele[3]["rate_hz"]) > 25.0
 
         # the slow leader bus: a rate diagnostic with the measured rate (it cannot exceed 40 Hz)
-        slow = [d for d in probe.diag_since("duet/arm/left_leader", t_fault - 10.0) if d[1] in (b"\x01", b"\x02")]
+        slow = [
+            d for d in probe.diag_since("duet/arm/left_leader", t_fault - 10.0) if d[1] in (b"\x01", b"\x02")
+        ]
         assert slow, [d[2] for d in probe.diag["duet/arm/left_leader"]]
         hz = float(re.search(r"at ([0-9.]+) Hz", slow[-1][2]).group(1))
         assert hz <= 40.5 and "below" in slow[-1][2], slow[-1][2]

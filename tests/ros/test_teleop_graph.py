@@ -31,12 +31,18 @@ PAIRS = [
 # Generous staleness limits: the CI machine has 2 shared cores; the behaviour under test
 # (hold on stale commands, ramp on restart) is the same at any limit.
 COMMON = [
-    "--set", "*:command_max_age_s=0.3",
-    "--set", "teleop:teleop.leader_max_age_s=0.3",
-    "--set", "teleop:teleop.follower_max_age_s=0.3",
-    "--set", "teleop:teleop.leader_lost_s=5.0",
-    "--set", "teleop:teleop.gesture.enabled=false",
-    "--set", f"teleop:teleop.pairs={json.dumps(PAIRS)}",
+    "--set",
+    "*:command_max_age_s=0.3",
+    "--set",
+    "teleop:teleop.leader_max_age_s=0.3",
+    "--set",
+    "teleop:teleop.follower_max_age_s=0.3",
+    "--set",
+    "teleop:teleop.leader_lost_s=5.0",
+    "--set",
+    "teleop:teleop.gesture.enabled=false",
+    "--set",
+    f"teleop:teleop.pairs={json.dumps(PAIRS)}",
 ]
 # Tracking tolerance, follower vs mapped leader, lag-aligned (rad; gripper normalized):
 # median and 95th percentile. Measured here: median ~0.01; p95 0.03 on a quiet machine,
@@ -52,12 +58,16 @@ def graph(tmp_path_factory, ros_domain, ros_tools):
     DuetUp = ros_tools.DuetUp
     logs = tmp_path_factory.mktemp("teleop_graph")
     # the teleop graph in two process groups: everything but teleop, and teleop alone
-    bringup = DuetUp("teleop", "--skip", "teleop,cam_left_wrist,cam_right_wrist", *COMMON, log_dir=logs / "bringup")
+    bringup = DuetUp(
+        "teleop", "--skip", "teleop,cam_left_wrist,cam_right_wrist", *COMMON, log_dir=logs / "bringup"
+    )
     teleop = DuetUp("teleop", "--only", "teleop", *COMMON, log_dir=logs / "teleop0")
     probe = ros_tools.make_probe(ARMS, FOLLOWERS, CAMERAS)
     state = {"bringup": bringup, "teleop": teleop, "probe": probe, "logs": logs, "tools": ros_tools}
     try:
-        probe.wait_for(lambda: all(len(probe.joints[a]) > 20 for a in ARMS), 60, "joint states from every arm")
+        probe.wait_for(
+            lambda: all(len(probe.joints[a]) > 20 for a in ARMS), 60, "joint states from every arm"
+        )
         probe.wait_for(lambda: all(len(probe.images[c]) > 5 for c in CAMERAS), 30, "images from every camera")
         probe.wait_for(lambda: probe.teleop_state == "idle", 30, "the teleop node (state idle)")
         yield state
@@ -99,10 +109,16 @@ def test_followers_track_leaders_and_gripper_mapping_holds_at_both_ends(graph):
         lag, err = graph["tools"].lag_aligned_errors(leader, follower, mapping)
         arm50, arm95 = np.percentile(err[:, :-1].max(axis=1), [50, 95])
         grip50, grip95 = np.percentile(err[:, -1], [50, 95])
-        print(f"{cfg.follower}: lag {lag * 1e3:.0f} ms, error arm p50 {arm50:.4f} p95 {arm95:.4f} rad, "
-              f"gripper p50 {grip50:.4f} p95 {grip95:.4f}")
-        assert arm50 < TOL_MEDIAN and arm95 < TOL_P95, f"{cfg.follower}: arm joints off by {arm50:.3f} / {arm95:.3f} rad"
-        assert grip50 < TOL_MEDIAN and grip95 < TOL_P95, f"{cfg.follower}: gripper off by {grip50:.3f} / {grip95:.3f}"
+        print(
+            f"{cfg.follower}: lag {lag * 1e3:.0f} ms, error arm p50 {arm50:.4f} p95 {arm95:.4f} rad, "
+            f"gripper p50 {grip50:.4f} p95 {grip95:.4f}"
+        )
+        assert arm50 < TOL_MEDIAN and arm95 < TOL_P95, (
+            f"{cfg.follower}: arm joints off by {arm50:.3f} / {arm95:.3f} rad"
+        )
+        assert grip50 < TOL_MEDIAN and grip95 < TOL_P95, (
+            f"{cfg.follower}: gripper off by {grip50:.3f} / {grip95:.3f}"
+        )
 
         lg = np.array([s[2][-1] for s in leader])
         fg = np.array([s[2][-1] for s in follower])
@@ -140,8 +156,12 @@ def test_killed_teleop_followers_hold_and_restart_resumes_through_the_ramp(graph
         # the followers' watchdog trips: WARN "holding" in their diagnostics
         for f in FOLLOWERS:
             probe.wait_for(
-                lambda f=f: any(d[1] == b"\x01" and "holding" in d[2] for d in probe.diag_since(f"duet/arm/{f}", t_kill)),
-                15, f"{f} diagnostics reporting the hold")
+                lambda f=f: any(
+                    d[1] == b"\x01" and "holding" in d[2] for d in probe.diag_since(f"duet/arm/{f}", t_kill)
+                ),
+                15,
+                f"{f} diagnostics reporting the hold",
+            )
         t_hold = time.monotonic()
         probe.wait_for(lambda: time.monotonic() - t_hold > 1.5, 10, "1.5 s of holding")
     except AssertionError as e:
@@ -158,10 +178,15 @@ def test_killed_teleop_followers_hold_and_restart_resumes_through_the_ramp(graph
     # restart: the new teleop node starts idle and mirrors only after a ramp
     graph["teleop"].stop()
     n_events = len(probe.events)
-    graph["teleop"] = graph["tools"].DuetUp("teleop", "--only", "teleop", *COMMON, log_dir=graph["logs"] / "teleop1")
+    graph["teleop"] = graph["tools"].DuetUp(
+        "teleop", "--only", "teleop", *COMMON, log_dir=graph["logs"] / "teleop1"
+    )
     try:
-        probe.wait_for(lambda: probe.teleop_state == "idle" and len(probe.events) >= n_events, 30,
-                       "the restarted teleop node (idle)")
+        probe.wait_for(
+            lambda: probe.teleop_state == "idle" and len(probe.events) >= n_events,
+            30,
+            "the restarted teleop node (idle)",
+        )
         held_pose = probe.samples(probe.joints, "left_follower")[-1][2]
         t_restart = time.monotonic()
         assert not probe.samples(probe.commands, "left_follower", since=t_restart)  # idle: no commands
@@ -202,8 +227,11 @@ def test_lifecycle_deactivate_holds_and_teleop_pauses_without_a_backlog_jump(gra
         # the follower ignores commands and holds; teleop sees it is not following and pauses
         probe.wait_state("paused", 15)
         assert any("not_following" in e and "left_follower" in e for e in probe.events[n_events:])
-        probe.wait_for(lambda: any("inactive" in d[2] for d in probe.diag_since("duet/arm/left_follower", t_off)),
-                       10, "left_follower reporting inactive")
+        probe.wait_for(
+            lambda: any("inactive" in d[2] for d in probe.diag_since("duet/arm/left_follower", t_off)),
+            10,
+            "left_follower reporting inactive",
+        )
         pose = probe.samples(probe.joints, "left_follower")[-1][2]
         assert _change_state(probe, "left_follower", Transition.TRANSITION_ACTIVATE)
         t_on = time.monotonic()

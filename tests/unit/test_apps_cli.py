@@ -14,17 +14,24 @@ HAVE_DUET_ROS = importlib.util.find_spec("duet_ros") is not None
 
 @pytest.fixture
 def without_duet_ros(monkeypatch):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", tuple(m for m in cli.COMMAND_MODULES if not m.startswith("duet_ros")))
+    monkeypatch.setattr(
+        cli, "COMMAND_MODULES", tuple(m for m in cli.COMMAND_MODULES if not m.startswith("duet_ros"))
+    )
 
 
-@pytest.mark.parametrize("argv", [
-    ["sim", "collect", "--via-ros", "--out", "demos.zarr"],
-    ["sim", "deploy", "--checkpoint", "."],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sim", "collect", "--via-ros", "--out", "demos.zarr"],
+        ["sim", "deploy", "--checkpoint", "."],
+    ],
+)
 def test_ros_graph_commands_without_duet_ros_end_in_one_line(argv, without_duet_ros, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "needs ROS 2 (rclpy) and the duet_ros package" in err and "make setup" in err
+    assert (
+        err.count("\n") == 1 and "needs ROS 2 (rclpy) and the duet_ros package" in err and "make setup" in err
+    )
 
 
 def test_sim_checks_come_before_the_ros_graph(without_duet_ros, capsys):

@@ -12,10 +12,22 @@ from duet.hardware.arm_model import load_arm_model, shipped_arm_models
 def test_shipped_models():
     assert {"vx300s", "wx250s"} <= set(shipped_arm_models())
     vx = load_arm_model("vx300s")
-    assert vx.joint_names == ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "gripper")
+    assert vx.joint_names == (
+        "waist",
+        "shoulder",
+        "elbow",
+        "forearm_roll",
+        "wrist_angle",
+        "wrist_rotate",
+        "gripper",
+    )
     assert [j.ids for j in vx.joints] == [(1,), (2, 3), (4, 5), (6,), (7,), (8,), (9,)]
     assert vx.servo_models[1] == "XM540-W270" and vx.servo_models[9] == "XM430-W350"
-    assert vx.gripper.is_gripper and vx.gripper.mode == "current_based_position" and vx.gripper.current_limit_ma > 0
+    assert (
+        vx.gripper.is_gripper
+        and vx.gripper.mode == "current_based_position"
+        and vx.gripper.current_limit_ma > 0
+    )
     # Interbotix drive modes: the ViperX primaries of shoulder / elbow are reversed, shadows not.
     assert vx.joint_of("shoulder").reverse == (True, False)
     wx = load_arm_model("wx250s")
@@ -31,9 +43,12 @@ BASE = {
     "name": "tiny",
     "joints": [
         {"name": "pan", "servos": [{"id": 1, "model": "XM430-W350"}], "lower": -1.0, "upper": 1.0},
-        {"name": "tilt", "servos": [{"id": 2, "model": "xm430-w350"}, {"id": 3, "model": "XM430-W350",
-                                                                        "reverse": True}],
-         "lower": -1.0, "upper": 1.0},
+        {
+            "name": "tilt",
+            "servos": [{"id": 2, "model": "xm430-w350"}, {"id": 3, "model": "XM430-W350", "reverse": True}],
+            "lower": -1.0,
+            "upper": 1.0,
+        },
     ],
     "gripper": {"servos": [{"id": 4, "model": "XL430-W250"}], "open": 0.5, "closed": -0.5},
 }
@@ -63,12 +78,24 @@ def _variant(path_fn):
 @pytest.mark.parametrize(
     "mutate, match",
     [
-        (lambda d: d["joints"][0]["servos"][0].update(model="XM999-W1"), "joint 'pan': unknown servo model 'XM999-W1'"),
-        (lambda d: d["joints"][1]["servos"][1].update(id=1), "joint 'tilt': servo ID 1 is already used by joint 'pan'"),
+        (
+            lambda d: d["joints"][0]["servos"][0].update(model="XM999-W1"),
+            "joint 'pan': unknown servo model 'XM999-W1'",
+        ),
+        (
+            lambda d: d["joints"][1]["servos"][1].update(id=1),
+            "joint 'tilt': servo ID 1 is already used by joint 'pan'",
+        ),
         (lambda d: d["joints"][0].update(lower=2.0), "joint 'pan': needs lower < upper"),
         (lambda d: d["joints"][0].update(upper=4.0), "joint 'pan': limits must lie within -pi..pi"),
-        (lambda d: d["gripper"].update(mode="current_based_position"), "joint 'gripper': XL430-W250 has no current"),
-        (lambda d: d["joints"][1]["servos"][1].update(model="XM540-W270"), "joint 'tilt': shadow servos must be"),
+        (
+            lambda d: d["gripper"].update(mode="current_based_position"),
+            "joint 'gripper': XL430-W250 has no current",
+        ),
+        (
+            lambda d: d["joints"][1]["servos"][1].update(model="XM540-W270"),
+            "joint 'tilt': shadow servos must be",
+        ),
         (lambda d: d["joints"][0].update(servos=[]), "joint 'pan': no servos"),
         (lambda d: d["joints"][1].update(name="pan"), "joint 'pan': joint name used twice"),
         (lambda d: d["gripper"].update(open=-0.5), "joint 'gripper': open and closed"),

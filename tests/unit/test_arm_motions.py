@@ -19,7 +19,9 @@ def test_wave_within_limits_smooth_full_gripper_range(model_name):
     steps = np.abs(np.diff(poses, axis=0))
     assert np.all(steps <= model.max_step(50.0))  # never faster than the safety step allows
     assert np.all(np.ptp(poses[:, :-1], axis=0) > 0.2)  # every joint moves
-    assert poses[:, -1].min() == pytest.approx(0.0, abs=1e-3) and poses[:, -1].max() == pytest.approx(1.0, abs=1e-3)
+    assert poses[:, -1].min() == pytest.approx(0.0, abs=1e-3) and poses[:, -1].max() == pytest.approx(
+        1.0, abs=1e-3
+    )
     # deterministic: a second instance gives the same trajectory
     again = make_motion("wave", model, t0=100.0)
     np.testing.assert_array_equal(poses[123], again(t[123]))

@@ -128,8 +128,9 @@ def test_nominal_calibration():
 
 def test_from_measurements_and_file_round_trip(tmp_path):
     zero = np.array([2000, 2100, 1990, 2048, 3000, 100, 1234])
-    cal = Calibration.from_measurements(MODEL, zero, gripper_open_ticks=3020, gripper_closed_ticks=1640,
-                                        port_id="usb-X")
+    cal = Calibration.from_measurements(
+        MODEL, zero, gripper_open_ticks=3020, gripper_closed_ticks=1640, port_id="usb-X"
+    )
     assert cal.joints["waist"].zero_ticks == 2000
     assert cal.joints["gripper"].zero_ticks == 2048  # gripper keeps the servo's own center
     assert cal.gripper_open == pytest.approx((3020 - 2048) * TICK)
@@ -157,8 +158,14 @@ def _write(tmp_path, mutate):
 @pytest.mark.parametrize(
     "mutate, match",
     [
-        (lambda d: d["joints"].pop("wrist_angle"), "joint 'wrist_angle' missing .6 joints calibrated, model has 7"),
-        (lambda d: d["joints"].update(extra={"zero_ticks": 1, "sign": 1}), "joint 'extra' is not in arm model"),
+        (
+            lambda d: d["joints"].pop("wrist_angle"),
+            "joint 'wrist_angle' missing .6 joints calibrated, model has 7",
+        ),
+        (
+            lambda d: d["joints"].update(extra={"zero_ticks": 1, "sign": 1}),
+            "joint 'extra' is not in arm model",
+        ),
         (lambda d: d["joints"]["elbow"].update(zero_ticks=5000), "joint 'elbow': zero_ticks 5000"),
         (lambda d: d["joints"]["elbow"].update(sign=2), "joint 'elbow': sign 2"),
         (lambda d: d.update(arm_model="wx250s"), "made for arm model 'wx250s'"),
@@ -189,8 +196,9 @@ def test_port_id_and_paths(tmp_path):
     by_id = "/dev/serial/by-id/usb-FTDI_USB__-__Serial_Converter_FT6Z5ABC-if00-port0"
     assert port_id(by_id) == "usb-FTDI_USB__-__Serial_Converter_FT6Z5ABC-if00-port0"
     assert port_id("", fallback="left_leader") == "left_leader"
-    rig = RigConfig(calibration_dir=str(tmp_path), arms=[ArmSlot(name="a", role="leader", model="wx250s",
-                                                                  port=by_id)])
+    rig = RigConfig(
+        calibration_dir=str(tmp_path), arms=[ArmSlot(name="a", role="leader", model="wx250s", port=by_id)]
+    )
     slot = rig.arms[0]
     assert calibration_path(rig, slot) == tmp_path / (port_id(by_id) + ".json")
     assert calibration_path(rig, slot, mock=True) == tmp_path / "mock" / (port_id(by_id) + ".json")

@@ -44,8 +44,12 @@ def test_set_realtime_refused_says_why_and_realtime_restores_the_policy(monkeypa
     why = set_realtime(80)
     assert "SCHED_FIFO priority 80 refused" in why and "rtprio" in why and "\n" not in why
     assert set_realtime(0) == ""  # already SCHED_OTHER: nothing to drop
-    monkeypatch.setattr(os, "sched_setscheduler", lambda pid, policy, param: calls.append((policy, param.sched_priority)),
-                        raising=False)
+    monkeypatch.setattr(
+        os,
+        "sched_setscheduler",
+        lambda pid, policy, param: calls.append((policy, param.sched_priority)),
+        raising=False,
+    )
     with realtime(80) as why:
         assert why == "" and calls == [(os.SCHED_FIFO, 80)]
     assert calls[-1] == (os.SCHED_OTHER, 0)  # restored on exit

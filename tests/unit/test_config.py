@@ -68,12 +68,30 @@ class Knobs:
 
 
 def test_override_values_take_the_type_of_their_field():
-    over = ["compile=off", "name=yes", "flag=on", "n=7", "lr=1e-4", "clip=null", "size=[96, 128]",
-            "tags=[on, 'no', 12]"]
+    over = [
+        "compile=off",
+        "name=yes",
+        "flag=on",
+        "n=7",
+        "lr=1e-4",
+        "clip=null",
+        "size=[96, 128]",
+        "tags=[on, 'no', 12]",
+    ]
     cfg = from_dict(Knobs, apply_overrides({}, over, Knobs))
     assert (cfg.compile, cfg.name, cfg.flag, cfg.n, cfg.lr, cfg.clip, cfg.size, cfg.tags) == (
-        "off", "yes", True, 7, 1e-4, None, (96, 128), ["on", "no", "12"])
-    cfg = from_dict(Knobs, apply_overrides({}, ["compile=on", "name=123", "name='quoted'", "flag=false"], Knobs))
+        "off",
+        "yes",
+        True,
+        7,
+        1e-4,
+        None,
+        (96, 128),
+        ["on", "no", "12"],
+    )
+    cfg = from_dict(
+        Knobs, apply_overrides({}, ["compile=on", "name=123", "name='quoted'", "flag=false"], Knobs)
+    )
     assert (cfg.compile, cfg.name, cfg.flag) == ("on", "quoted", False)
     # a word the field does not take is still an error that names it
     with pytest.raises(ConfigError, match=r"'offf' is not one of 'auto', 'on', 'off'"):
@@ -102,8 +120,11 @@ STATION = {"slots": [{"name": "left", "port": "/dev/a"}, {"name": "right", "port
 
 
 def test_overrides_reach_list_items_by_index_or_name(tmp_path):
-    data = apply_overrides(STATION, ["slots.0.port=/dev/ttyUSB0", "slots.right.fault_scenario=overload_gripper_at_2s",
-                                     "inner.names.1=z"], Station)
+    data = apply_overrides(
+        STATION,
+        ["slots.0.port=/dev/ttyUSB0", "slots.right.fault_scenario=overload_gripper_at_2s", "inner.names.1=z"],
+        Station,
+    )
     cfg = from_dict(Station, data)
     assert [s.port for s in cfg.slots] == ["/dev/ttyUSB0", "/dev/b"]
     assert [s.fault_scenario for s in cfg.slots] == ["", "overload_gripper_at_2s"]
@@ -117,13 +138,16 @@ def test_overrides_reach_list_items_by_index_or_name(tmp_path):
     assert (cfg.slots[1].name, cfg.slots[1].port) == ("r2", "/dev/c")
 
 
-@pytest.mark.parametrize("override, words", [
-    ("slots.2.port=/dev/x", ["'slots.2'", "no item 2", "0 left", "1 right"]),
-    ("slots.middle.port=/dev/x", ["'slots.middle'", "no item 'middle'", "0 left", "1 right"]),
-    ("slots.0.prot=/dev/x", ["'slots.0.prot'", "unknown key 'prot'", "fault_scenario, name, port"]),
-    ("slot.0.port=/dev/x", ["'slot'", "unknown key 'slot'", "inner, name, slots"]),
-    ("name.x=1", ["'name.x'", "'name' is a str"]),
-])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("slots.2.port=/dev/x", ["'slots.2'", "no item 2", "0 left", "1 right"]),
+        ("slots.middle.port=/dev/x", ["'slots.middle'", "no item 'middle'", "0 left", "1 right"]),
+        ("slots.0.prot=/dev/x", ["'slots.0.prot'", "unknown key 'prot'", "fault_scenario, name, port"]),
+        ("slot.0.port=/dev/x", ["'slot'", "unknown key 'slot'", "inner, name, slots"]),
+        ("name.x=1", ["'name.x'", "'name' is a str"]),
+    ],
+)
 def test_bad_override_paths_are_one_line_naming_what_exists(override, words):
     with pytest.raises(ConfigError) as e:
         apply_overrides(STATION, [override], Station)

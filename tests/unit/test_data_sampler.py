@@ -18,20 +18,30 @@ def value(e, k):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     path = tmp_path_factory.mktemp("sampler") / "s.zarr"
-    spec = DatasetSpec(arms=[ArmSpec("left_follower", joints=["a", "g"]), ArmSpec("right_follower", joints=["b", "g"]),
-                             ArmSpec("left_leader", "leader", ["a", "g"])],
-                       cameras=[CameraSpec("cam_high", 16, 8), CameraSpec("cam_low", 16, 8)], image_codec="lossless")
+    spec = DatasetSpec(
+        arms=[
+            ArmSpec("left_follower", joints=["a", "g"]),
+            ArmSpec("right_follower", joints=["b", "g"]),
+            ArmSpec("left_leader", "leader", ["a", "g"]),
+        ],
+        cameras=[CameraSpec("cam_high", 16, 8), CameraSpec("cam_low", 16, 8)],
+        image_codec="lossless",
+    )
     s = EpisodeStore.create(path, spec)
     for e, n in enumerate(LENS):
         with s.episode({"task": "t"}) as ep:
             for k in range(n):
                 v = value(e, k)
-                ep.append({
-                    "left_follower.position": [v, -v], "right_follower.position": [v + 0.5, 1],
-                    "left_leader.position": [0, 0], "action": [v, v, v, v + 1],
-                    "cam_high.color": np.full((8, 16, 3), v % 256, np.uint8),
-                    "cam_low.color": np.full((8, 16, 3), (v + 1) % 256, np.uint8),
-                })
+                ep.append(
+                    {
+                        "left_follower.position": [v, -v],
+                        "right_follower.position": [v + 0.5, 1],
+                        "left_leader.position": [0, 0],
+                        "action": [v, v, v, v + 1],
+                        "cam_high.color": np.full((8, 16, 3), v % 256, np.uint8),
+                        "cam_low.color": np.full((8, 16, 3), (v + 1) % 256, np.uint8),
+                    }
+                )
     return s
 
 
@@ -39,11 +49,20 @@ def test_keys_shapes_and_dtypes(store):
     s = EpisodeSampler(store, n_obs_steps=2, horizon=4)
     assert len(s) == sum(LENS)
     x = s[7]
-    assert set(x) == {"observation.state", "action", "action_is_pad", "observation.is_pad",
-                      "observation.images.cam_high", "observation.images.cam_low"}
+    assert set(x) == {
+        "observation.state",
+        "action",
+        "action_is_pad",
+        "observation.is_pad",
+        "observation.images.cam_high",
+        "observation.images.cam_low",
+    }
     assert x["observation.state"].shape == (2, 4) and x["observation.state"].dtype == np.float32
     assert x["action"].shape == (4, 4) and x["action"].dtype == np.float32
-    assert x["observation.images.cam_high"].shape == (2, 8, 16, 3) and x["observation.images.cam_high"].dtype == np.uint8
+    assert (
+        x["observation.images.cam_high"].shape == (2, 8, 16, 3)
+        and x["observation.images.cam_high"].dtype == np.uint8
+    )
     assert x["action_is_pad"].dtype == bool and x["observation.is_pad"].shape == (2,)
 
 
@@ -109,6 +128,11 @@ def test_compute_stats(store):
     assert st["action"]["max"][3] == pytest.approx(vals.max() + 1)
     assert st["observation.state"]["min"].tolist() == pytest.approx([0, -208, 0.5, 1])
     assert st["observation.images.cam_high"]["mean"].shape == (3, 1, 1)
-    assert 0 <= st["observation.images.cam_high"]["min"].min() <= st["observation.images.cam_high"]["max"].max() <= 1
+    assert (
+        0
+        <= st["observation.images.cam_high"]["min"].min()
+        <= st["observation.images.cam_high"]["max"].max()
+        <= 1
+    )
     with pytest.raises(StoreError, match="unknown key"):
         compute_stats(store, ["nope"])

@@ -24,8 +24,9 @@ def spec(codec="jpeg", depth=False):
 def image(k, seed=0, h=24, w=32):
     """A smooth, frame-dependent RGB image (JPEG-friendly, channels distinguishable)."""
     yy, xx = np.mgrid[0:h, 0:w]
-    return np.stack([(xx * 4 + k * 3 + seed) % 256, (yy * 6 + k) % 256, np.full_like(xx, 40 + 10 * seed)],
-                    -1).astype(np.uint8)
+    return np.stack(
+        [(xx * 4 + k * 3 + seed) % 256, (yy * 6 + k) % 256, np.full_like(xx, 40 + 10 * seed)], -1
+    ).astype(np.uint8)
 
 
 def steps(n, seed=0, depth=False):

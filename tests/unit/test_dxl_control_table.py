@@ -32,7 +32,11 @@ def test_key_addresses():
     assert tuple(Reg.PRESENT_POSITION) == (132, 4)
     addr, size = Reg.GOAL_POSITION
     assert (addr, size) == (116, 4)
-    assert (Reg.TORQUE_ENABLE.address, Reg.HARDWARE_ERROR_STATUS.address, Reg.OPERATING_MODE.address) == (64, 70, 11)
+    assert (Reg.TORQUE_ENABLE.address, Reg.HARDWARE_ERROR_STATUS.address, Reg.OPERATING_MODE.address) == (
+        64,
+        70,
+        11,
+    )
     assert Reg.OPERATING_MODE.eeprom and not Reg.GOAL_POSITION.eeprom
     assert Reg.PRESENT_POSITION.signed and not Reg.PRESENT_INPUT_VOLTAGE.signed
     assert Reg.by_name("goal_position") is Reg.GOAL_POSITION
@@ -43,7 +47,9 @@ def test_registers_do_not_overlap_and_fit_the_table():
     for a, b in zip(regs, regs[1:]):
         assert a.address + a.size <= b.address, (a.name, b.name)
     assert regs[-1].address + regs[-1].size <= TABLE_SIZE
-    assert all(r.address < 64 for r in regs if r.eeprom) and all(r.address >= 64 for r in regs if not r.eeprom)
+    assert all(r.address < 64 for r in regs if r.eeprom) and all(
+        r.address >= 64 for r in regs if not r.eeprom
+    )
 
 
 @given(st.sampled_from(Reg.all()), st.data())
@@ -107,10 +113,24 @@ def test_hardware_error_bits():
 
 
 def test_hardware_error_message_is_one_line_and_names_everything():
-    e = ServoHardwareError("left_follower", "gripper", 9, frozenset({"overload"}), port="/dev/ttyUSB0",
-                           others={8: frozenset({"overheating"})})
+    e = ServoHardwareError(
+        "left_follower",
+        "gripper",
+        9,
+        frozenset({"overload"}),
+        port="/dev/ttyUSB0",
+        others={8: frozenset({"overheating"})},
+    )
     msg = str(e)
     assert "\n" not in msg
-    for part in ("left_follower", "gripper", "ID 9", "/dev/ttyUSB0", "overload", "reboot", "ID 8: overheating"):
+    for part in (
+        "left_follower",
+        "gripper",
+        "ID 9",
+        "/dev/ttyUSB0",
+        "overload",
+        "reboot",
+        "ID 8: overheating",
+    ):
         assert part in msg
     assert e.flags == {"overload"} and e.servo_id == 9 and e.joint == "gripper" and e.arm == "left_follower"

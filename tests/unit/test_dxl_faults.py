@@ -71,8 +71,12 @@ def test_schedule_fires_once_at_time_on_last_servo():
 
 
 def test_schedule_by_transaction_count_and_duration():
-    inj = FaultInjector([FaultRule("no_reply", ids=(2,), start_transaction=5, count=2),
-                         FaultRule("latency", latency_s=0.01, start_s=1.0, duration_s=0.5)])
+    inj = FaultInjector(
+        [
+            FaultRule("no_reply", ids=(2,), start_transaction=5, count=2),
+            FaultRule("latency", latency_s=0.01, start_s=1.0, duration_s=0.5),
+        ]
+    )
     out = _run(inj, n=200, dt=0.01, addressed=(1, 2))
     assert [k + 1 for k, a in enumerate(out) if a.deaf] == [5, 6]
     assert all(a.deaf == {2} for a in out[4:6])

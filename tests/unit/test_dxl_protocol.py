@@ -24,7 +24,9 @@ from duet.hardware.dynamixel.protocol import (
 )
 
 # Bytes rich in the stuffing pattern.
-pattern_bytes = st.lists(st.sampled_from([0xFF, 0xFD, 0x00, 0x55, 0x01]) | st.integers(0, 255), max_size=80).map(bytes)
+pattern_bytes = st.lists(
+    st.sampled_from([0xFF, 0xFD, 0x00, 0x55, 0x01]) | st.integers(0, 255), max_size=80
+).map(bytes)
 
 
 class _Loopback(PortHandler):
@@ -86,7 +88,7 @@ def test_emanual_stuffing_rule_by_hand():
     # e-manual "Processing Order of Transmission": FF FF FD in INST..PARAMS gets an FD; LEN
     # counts the stuffed bytes; the CRC covers them. WRITE to ID 1, address 0x74, data FF FF FD:
     # INST 03, params 74 00 FF FF FD FD (stuffed) -> LEN = 1 + 6 + 2 = 9.
-    head_body = bytes.fromhex("FFFFFD0001" "0900" "03" "7400FFFFFDFD")
+    head_body = bytes.fromhex("FFFFFD00010900037400FFFFFDFD")
     crc = crc16(head_body)
     expected = head_body + bytes((crc & 0xFF, crc >> 8))
     assert instruction_packet(1, Instruction.WRITE, bytes.fromhex("7400FFFFFD")) == expected
@@ -142,7 +144,10 @@ def test_sdk_rx_destuffing_defect_is_why_duet_has_its_own():
 
 
 @settings(max_examples=50)
-@given(st.lists(st.tuples(st.integers(0, 253), pattern_bytes), min_size=1, max_size=6), st.randoms(use_true_random=False))
+@given(
+    st.lists(st.tuples(st.integers(0, 253), pattern_bytes), min_size=1, max_size=6),
+    st.randoms(use_true_random=False),
+)
 def test_reader_decodes_any_chunking(packets, rnd: random.Random):
     stream = b"\x00\x12\xff" + b"".join(encode_packet(i, b"\x02" + p) for i, p in packets)
     reader = PacketReader()
@@ -161,9 +166,13 @@ def test_reader_drops_a_partial_packet_after_the_inter_byte_timeout():
     truncated = b"\xff\xff\xfd\x00\x01\xe8\x03\x03\x74"  # announces LEN 1000
     reader = PacketReader(inter_byte_timeout_s=0.01)
     assert reader.feed(truncated, now=5.0) == []
-    assert reader.feed(ping, now=5.005) == [] and reader.pending == len(truncated) + len(ping)  # no gap: same packet
+    assert reader.feed(ping, now=5.005) == [] and reader.pending == len(truncated) + len(
+        ping
+    )  # no gap: same packet
     (pkt,) = reader.feed(ping, now=5.020)  # gap of 15 ms: the partial packet is dropped first
-    assert (pkt.id, pkt.instruction) == (1, Instruction.PING) and reader.timed_out == 1 and reader.pending == 0
+    assert (
+        (pkt.id, pkt.instruction) == (1, Instruction.PING) and reader.timed_out == 1 and reader.pending == 0
+    )
     untimed = PacketReader()  # no timeout (or no arrival times): the stream decides alone
     untimed.feed(truncated, now=5.0)
     assert untimed.feed(ping, now=99.0) == []

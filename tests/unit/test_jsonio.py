@@ -21,11 +21,27 @@ class Point:
 
 
 def test_jsonable_gives_plain_json_types():
-    obj = {1: np.float32(1.5), "t": (np.int64(3), {3, 1}), "a": np.arange(3), "b": np.bool_(True),
-           "p": Path("/x"), "c": Color.RED, "d": Point(np.float32(2.0), Path("y")), "o": object}
+    obj = {
+        1: np.float32(1.5),
+        "t": (np.int64(3), {3, 1}),
+        "a": np.arange(3),
+        "b": np.bool_(True),
+        "p": Path("/x"),
+        "c": Color.RED,
+        "d": Point(np.float32(2.0), Path("y")),
+        "o": object,
+    }
     out = jsonable(obj)
-    assert out == {"1": 1.5, "t": [3, [1, 3]], "a": [0, 1, 2], "b": True, "p": "/x", "c": "red",
-                   "d": {"x": 2.0, "where": "y"}, "o": str(object)}
+    assert out == {
+        "1": 1.5,
+        "t": [3, [1, 3]],
+        "a": [0, 1, 2],
+        "b": True,
+        "p": "/x",
+        "c": "red",
+        "d": {"x": 2.0, "where": "y"},
+        "o": str(object),
+    }
     assert json.loads(json.dumps(out)) == out
 
 

@@ -21,45 +21,128 @@ from duet.policy.backbone import (
 # torchvision.models.resnet18().state_dict().keys(), written out from the architecture
 # definition (BasicBlock x [2, 2, 2, 2], downsample on the first block of layers 2-4, fc head).
 TORCHVISION_RESNET18_KEYS = [
-    "conv1.weight", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var",
-    "bn1.num_batches_tracked", "layer1.0.conv1.weight", "layer1.0.bn1.weight", "layer1.0.bn1.bias",
-    "layer1.0.bn1.running_mean", "layer1.0.bn1.running_var", "layer1.0.bn1.num_batches_tracked",
-    "layer1.0.conv2.weight", "layer1.0.bn2.weight", "layer1.0.bn2.bias", "layer1.0.bn2.running_mean",
-    "layer1.0.bn2.running_var", "layer1.0.bn2.num_batches_tracked", "layer1.1.conv1.weight",
-    "layer1.1.bn1.weight", "layer1.1.bn1.bias", "layer1.1.bn1.running_mean", "layer1.1.bn1.running_var",
-    "layer1.1.bn1.num_batches_tracked", "layer1.1.conv2.weight", "layer1.1.bn2.weight",
-    "layer1.1.bn2.bias", "layer1.1.bn2.running_mean", "layer1.1.bn2.running_var",
-    "layer1.1.bn2.num_batches_tracked", "layer2.0.conv1.weight", "layer2.0.bn1.weight",
-    "layer2.0.bn1.bias", "layer2.0.bn1.running_mean", "layer2.0.bn1.running_var",
-    "layer2.0.bn1.num_batches_tracked", "layer2.0.conv2.weight", "layer2.0.bn2.weight",
-    "layer2.0.bn2.bias", "layer2.0.bn2.running_mean", "layer2.0.bn2.running_var",
-    "layer2.0.bn2.num_batches_tracked", "layer2.0.downsample.0.weight", "layer2.0.downsample.1.weight",
-    "layer2.0.downsample.1.bias", "layer2.0.downsample.1.running_mean",
-    "layer2.0.downsample.1.running_var", "layer2.0.downsample.1.num_batches_tracked",
-    "layer2.1.conv1.weight", "layer2.1.bn1.weight", "layer2.1.bn1.bias", "layer2.1.bn1.running_mean",
-    "layer2.1.bn1.running_var", "layer2.1.bn1.num_batches_tracked", "layer2.1.conv2.weight",
-    "layer2.1.bn2.weight", "layer2.1.bn2.bias", "layer2.1.bn2.running_mean", "layer2.1.bn2.running_var",
-    "layer2.1.bn2.num_batches_tracked", "layer3.0.conv1.weight", "layer3.0.bn1.weight",
-    "layer3.0.bn1.bias", "layer3.0.bn1.running_mean", "layer3.0.bn1.running_var",
-    "layer3.0.bn1.num_batches_tracked", "layer3.0.conv2.weight", "layer3.0.bn2.weight",
-    "layer3.0.bn2.bias", "layer3.0.bn2.running_mean", "layer3.0.bn2.running_var",
-    "layer3.0.bn2.num_batches_tracked", "layer3.0.downsample.0.weight", "layer3.0.downsample.1.weight",
-    "layer3.0.downsample.1.bias", "layer3.0.downsample.1.running_mean",
-    "layer3.0.downsample.1.running_var", "layer3.0.downsample.1.num_batches_tracked",
-    "layer3.1.conv1.weight", "layer3.1.bn1.weight", "layer3.1.bn1.bias", "layer3.1.bn1.running_mean",
-    "layer3.1.bn1.running_var", "layer3.1.bn1.num_batches_tracked", "layer3.1.conv2.weight",
-    "layer3.1.bn2.weight", "layer3.1.bn2.bias", "layer3.1.bn2.running_mean", "layer3.1.bn2.running_var",
-    "layer3.1.bn2.num_batches_tracked", "layer4.0.conv1.weight", "layer4.0.bn1.weight",
-    "layer4.0.bn1.bias", "layer4.0.bn1.running_mean", "layer4.0.bn1.running_var",
-    "layer4.0.bn1.num_batches_tracked", "layer4.0.conv2.weight", "layer4.0.bn2.weight",
-    "layer4.0.bn2.bias", "layer4.0.bn2.running_mean", "layer4.0.bn2.running_var",
-    "layer4.0.bn2.num_batches_tracked", "layer4.0.downsample.0.weight", "layer4.0.downsample.1.weight",
-    "layer4.0.downsample.1.bias", "layer4.0.downsample.1.running_mean",
-    "layer4.0.downsample.1.running_var", "layer4.0.downsample.1.num_batches_tracked",
-    "layer4.1.conv1.weight", "layer4.1.bn1.weight", "layer4.1.bn1.bias", "layer4.1.bn1.running_mean",
-    "layer4.1.bn1.running_var", "layer4.1.bn1.num_batches_tracked", "layer4.1.conv2.weight",
-    "layer4.1.bn2.weight", "layer4.1.bn2.bias", "layer4.1.bn2.running_mean", "layer4.1.bn2.running_var",
-    "layer4.1.bn2.num_batches_tracked", "fc.weight", "fc.bias",
+    "conv1.weight",
+    "bn1.weight",
+    "bn1.bias",
+    "bn1.running_mean",
+    "bn1.running_var",
+    "bn1.num_batches_tracked",
+    "layer1.0.conv1.weight",
+    "layer1.0.bn1.weight",
+    "layer1.0.bn1.bias",
+    "layer1.0.bn1.running_mean",
+    "layer1.0.bn1.running_var",
+    "layer1.0.bn1.num_batches_tracked",
+    "layer1.0.conv2.weight",
+    "layer1.0.bn2.weight",
+    "layer1.0.bn2.bias",
+    "layer1.0.bn2.running_mean",
+    "layer1.0.bn2.running_var",
+    "layer1.0.bn2.num_batches_tracked",
+    "layer1.1.conv1.weight",
+    "layer1.1.bn1.weight",
+    "layer1.1.bn1.bias",
+    "layer1.1.bn1.running_mean",
+    "layer1.1.bn1.running_var",
+    "layer1.1.bn1.num_batches_tracked",
+    "layer1.1.conv2.weight",
+    "layer1.1.bn2.weight",
+    "layer1.1.bn2.bias",
+    "layer1.1.bn2.running_mean",
+    "layer1.1.bn2.running_var",
+    "layer1.1.bn2.num_batches_tracked",
+    "layer2.0.conv1.weight",
+    "layer2.0.bn1.weight",
+    "layer2.0.bn1.bias",
+    "layer2.0.bn1.running_mean",
+    "layer2.0.bn1.running_var",
+    "layer2.0.bn1.num_batches_tracked",
+    "layer2.0.conv2.weight",
+    "layer2.0.bn2.weight",
+    "layer2.0.bn2.bias",
+    "layer2.0.bn2.running_mean",
+    "layer2.0.bn2.running_var",
+    "layer2.0.bn2.num_batches_tracked",
+    "layer2.0.downsample.0.weight",
+    "layer2.0.downsample.1.weight",
+    "layer2.0.downsample.1.bias",
+    "layer2.0.downsample.1.running_mean",
+    "layer2.0.downsample.1.running_var",
+    "layer2.0.downsample.1.num_batches_tracked",
+    "layer2.1.conv1.weight",
+    "layer2.1.bn1.weight",
+    "layer2.1.bn1.bias",
+    "layer2.1.bn1.running_mean",
+    "layer2.1.bn1.running_var",
+    "layer2.1.bn1.num_batches_tracked",
+    "layer2.1.conv2.weight",
+    "layer2.1.bn2.weight",
+    "layer2.1.bn2.bias",
+    "layer2.1.bn2.running_mean",
+    "layer2.1.bn2.running_var",
+    "layer2.1.bn2.num_batches_tracked",
+    "layer3.0.conv1.weight",
+    "layer3.0.bn1.weight",
+    "layer3.0.bn1.bias",
+    "layer3.0.bn1.running_mean",
+    "layer3.0.bn1.running_var",
+    "layer3.0.bn1.num_batches_tracked",
+    "layer3.0.conv2.weight",
+    "layer3.0.bn2.weight",
+    "layer3.0.bn2.bias",
+    "layer3.0.bn2.running_mean",
+    "layer3.0.bn2.running_var",
+    "layer3.0.bn2.num_batches_tracked",
+    "layer3.0.downsample.0.weight",
+    "layer3.0.downsample.1.weight",
+    "layer3.0.downsample.1.bias",
+    "layer3.0.downsample.1.running_mean",
+    "layer3.0.downsample.1.running_var",
+    "layer3.0.downsample.1.num_batches_tracked",
+    "layer3.1.conv1.weight",
+    "layer3.1.bn1.weight",
+    "layer3.1.bn1.bias",
+    "layer3.1.bn1.running_mean",
+    "layer3.1.bn1.running_var",
+    "layer3.1.bn1.num_batches_tracked",
+    "layer3.1.conv2.weight",
+    "layer3.1.bn2.weight",
+    "layer3.1.bn2.bias",
+    "layer3.1.bn2.running_mean",
+    "layer3.1.bn2.running_var",
+    "layer3.1.bn2.num_batches_tracked",
+    "layer4.0.conv1.weight",
+    "layer4.0.bn1.weight",
+    "layer4.0.bn1.bias",
+    "layer4.0.bn1.running_mean",
+    "layer4.0.bn1.running_var",
+    "layer4.0.bn1.num_batches_tracked",
+    "layer4.0.conv2.weight",
+    "layer4.0.bn2.weight",
+    "layer4.0.bn2.bias",
+    "layer4.0.bn2.running_mean",
+    "layer4.0.bn2.running_var",
+    "layer4.0.bn2.num_batches_tracked",
+    "layer4.0.downsample.0.weight",
+    "layer4.0.downsample.1.weight",
+    "layer4.0.downsample.1.bias",
+    "layer4.0.downsample.1.running_mean",
+    "layer4.0.downsample.1.running_var",
+    "layer4.0.downsample.1.num_batches_tracked",
+    "layer4.1.conv1.weight",
+    "layer4.1.bn1.weight",
+    "layer4.1.bn1.bias",
+    "layer4.1.bn1.running_mean",
+    "layer4.1.bn1.running_var",
+    "layer4.1.bn1.num_batches_tracked",
+    "layer4.1.conv2.weight",
+    "layer4.1.bn2.weight",
+    "layer4.1.bn2.bias",
+    "layer4.1.bn2.running_mean",
+    "layer4.1.bn2.running_var",
+    "layer4.1.bn2.num_batches_tracked",
+    "fc.weight",
+    "fc.bias",
 ]
 
 # Shapes of a few tensors of torchvision's resnet18 (ImageNet head).
@@ -87,7 +170,11 @@ def test_state_dict_keys_match_torchvision(norm):
 
 def test_group_norm_keeps_names_without_running_stats():
     keys = set(ResNet18(norm="group_norm", with_fc=True).state_dict())
-    expected = {k for k in TORCHVISION_RESNET18_KEYS if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    expected = {
+        k
+        for k in TORCHVISION_RESNET18_KEYS
+        if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    }
     assert keys == expected
 
 
@@ -148,7 +235,9 @@ def test_bad_weight_files_give_one_line_errors(tmp_path):
     wide = {k: v for k, v in ResNet18(norm="bn", width=16).state_dict().items()}
     with pytest.raises(DuetError, match="has shape"):
         load_backbone_weights(m, wide)
-    partial = {k: v for k, v in ResNet18(norm="bn", width=8).state_dict().items() if not k.startswith("layer4")}
+    partial = {
+        k: v for k, v in ResNet18(norm="bn", width=8).state_dict().items() if not k.startswith("layer4")
+    }
     with pytest.raises(DuetError, match="missing key 'layer4"):
         load_backbone_weights(m, partial)
     assert np.isfinite(m(torch.zeros(1, 3, 32, 32)).detach().numpy()).all()
@@ -193,8 +282,13 @@ def test_narrow_backbone_backward_on_large_channels_last_images(tmp_path):
     script = tmp_path / "channels_last_backward.py"
     script.write_text(CHANNELS_LAST_SCRIPT)
     try:
-        p = subprocess.run([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True, timeout=100)
+        p = subprocess.run(
+            [sys.executable, str(script)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=100,
+        )
     except subprocess.TimeoutExpired:  # a corrupted heap can also deadlock inside malloc
         pytest.fail("ResNet18 backward on 240x320 channels-last images hung")
     assert p.returncode == 0 and "backward ok" in p.stdout, f"rc {p.returncode}: {p.stdout[-2000:]}"

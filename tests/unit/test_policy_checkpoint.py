@@ -24,9 +24,14 @@ S = 5
 def _trained_policy(name):
     base = {"camera_names": ["cam_high"], "state_dim": S, "action_dim": S}
     cfg = make_config(name, "micro", base=base)
-    ds = SyntheticEpisodes(n_episodes=2, episode_len=16, n_obs_steps=cfg.n_obs_steps,
-                           horizon=cfg.chunk_size if name == "act" else cfg.horizon, state_dim=S,
-                           image_hw=(32, 32) if name == "act" else (64, 64))
+    ds = SyntheticEpisodes(
+        n_episodes=2,
+        episode_len=16,
+        n_obs_steps=cfg.n_obs_steps,
+        horizon=cfg.chunk_size if name == "act" else cfg.horizon,
+        state_dim=S,
+        image_hw=(32, 32) if name == "act" else (64, 64),
+    )
     torch.manual_seed(0)
     policy = make_policy(name, cfg, compute_stats(ds))
     # a couple of optimizer steps so weights (and EMA) differ from their initialization

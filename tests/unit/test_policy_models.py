@@ -21,9 +21,15 @@ CAMS = ["cam_high", "cam_left_wrist"]
 def _policy(name, **over):
     base = {"camera_names": CAMS, "state_dim": S, "action_dim": S}
     cfg = make_config(name, "micro", [f"{k}={v}" for k, v in over.items()], base=base)
-    ds = SyntheticEpisodes(n_episodes=2, episode_len=20, n_obs_steps=cfg.n_obs_steps,
-                           horizon=cfg.chunk_size if name == "act" else cfg.horizon, state_dim=S,
-                           camera_names=CAMS, image_hw=(32, 40) if name == "act" else (64, 64))
+    ds = SyntheticEpisodes(
+        n_episodes=2,
+        episode_len=20,
+        n_obs_steps=cfg.n_obs_steps,
+        horizon=cfg.chunk_size if name == "act" else cfg.horizon,
+        state_dim=S,
+        camera_names=CAMS,
+        image_hw=(32, 40) if name == "act" else (64, 64),
+    )
     torch.manual_seed(0)
     return make_policy(name, cfg, compute_stats(ds)), ds
 
@@ -38,27 +44,42 @@ def _batch(ds, idx):
 
 def test_paper_defaults():
     a = ACTConfig()
-    assert (a.chunk_size, a.hidden_dim, a.dim_feedforward, a.n_encoder_layers, a.latent_dim, a.kl_weight) == \
-        (100, 512, 3200, 4, 32, 10.0)
+    assert (a.chunk_size, a.hidden_dim, a.dim_feedforward, a.n_encoder_layers, a.latent_dim, a.kl_weight) == (
+        100,
+        512,
+        3200,
+        4,
+        32,
+        10.0,
+    )
     d = DiffusionConfig()
-    assert (d.n_obs_steps, d.horizon, d.n_action_steps, d.num_train_timesteps, d.beta_schedule,
-            d.prediction_type) == (2, 16, 8, 100, "squaredcos_cap_v2", "epsilon")
+    assert (
+        d.n_obs_steps,
+        d.horizon,
+        d.n_action_steps,
+        d.num_train_timesteps,
+        d.beta_schedule,
+        d.prediction_type,
+    ) == (2, 16, 8, 100, "squaredcos_cap_v2", "epsilon")
     assert d.backbone_norm == "group_norm" and a.backbone_norm == "frozen_bn"
 
 
-@pytest.mark.parametrize("cls,data,match", [
-    (ACTConfig, {"chunk_size": 0}, "chunk_size"),
-    (ACTConfig, {"chunk_size": 10, "n_action_steps": 20}, "n_action_steps"),
-    (ACTConfig, {"hidden_dim": 100, "n_heads": 8}, "divisible"),
-    (ACTConfig, {"crop_ratio": 1.5}, "crop_ratio"),
-    (ACTConfig, {"camera_names": ["a", "a"]}, "duplicates"),
-    (ACTConfig, {"nonsense": 1}, "unknown key"),
-    (DiffusionConfig, {"horizon": 10}, "divisible by 4"),
-    (DiffusionConfig, {"horizon": 16, "n_action_steps": 16}, "n_action_steps"),
-    (DiffusionConfig, {"num_inference_steps": 200}, "num_inference_steps"),
-    (DiffusionConfig, {"down_dims": [30, 64]}, "n_groups"),
-    (DiffusionConfig, {"beta_schedule": "cubic"}, "not one of"),
-])
+@pytest.mark.parametrize(
+    "cls,data,match",
+    [
+        (ACTConfig, {"chunk_size": 0}, "chunk_size"),
+        (ACTConfig, {"chunk_size": 10, "n_action_steps": 20}, "n_action_steps"),
+        (ACTConfig, {"hidden_dim": 100, "n_heads": 8}, "divisible"),
+        (ACTConfig, {"crop_ratio": 1.5}, "crop_ratio"),
+        (ACTConfig, {"camera_names": ["a", "a"]}, "duplicates"),
+        (ACTConfig, {"nonsense": 1}, "unknown key"),
+        (DiffusionConfig, {"horizon": 10}, "divisible by 4"),
+        (DiffusionConfig, {"horizon": 16, "n_action_steps": 16}, "n_action_steps"),
+        (DiffusionConfig, {"num_inference_steps": 200}, "num_inference_steps"),
+        (DiffusionConfig, {"down_dims": [30, 64]}, "n_groups"),
+        (DiffusionConfig, {"beta_schedule": "cubic"}, "not one of"),
+    ],
+)
 def test_config_validation(cls, data, match):
     with pytest.raises(ConfigError, match=match) as e:
         from_dict(cls, data)
@@ -67,8 +88,11 @@ def test_config_validation(cls, data, match):
 
 def test_policy_needs_data_shapes():
     with pytest.raises(ConfigError, match="camera_names"):
-        make_policy("act", ACTConfig(), {"observation.state": {"mean": [0], "std": [1]},
-                                         "action": {"mean": [0], "std": [1]}})
+        make_policy(
+            "act",
+            ACTConfig(),
+            {"observation.state": {"mean": [0], "std": [1]}, "action": {"mean": [0], "std": [1]}},
+        )
 
 
 def test_float_overrides_without_a_dot():
@@ -101,8 +125,10 @@ def test_act_horizon_and_single_step_observation():
     policy, ds = _policy("act")
     assert policy.n_obs_steps == 1 and policy.horizon == policy.config.chunk_size == 10
     item = ds[3]
-    obs = {"observation.state": item["observation.state"][0],
-           **{f"observation.images.{c}": item[f"observation.images.{c}"][0] for c in CAMS}}
+    obs = {
+        "observation.state": item["observation.state"][0],
+        **{f"observation.images.{c}": item[f"observation.images.{c}"][0] for c in CAMS},
+    }
     a = policy.predict_chunk(obs).actions
     b = policy.predict_chunk({k: v[None] for k, v in obs.items()}).actions
     np.testing.assert_allclose(a, b, atol=1e-6)  # latent z = 0: deterministic
@@ -115,8 +141,10 @@ def test_diffusion_chunk_starts_at_last_observation():
     assert policy.sampler_horizon == cfg.horizon
     # one step at a time: the queue repeats the first observation at an episode start
     item = ds[4]
-    step = {"observation.state": item["observation.state"][-1],
-            **{f"observation.images.{c}": item[f"observation.images.{c}"][-1] for c in CAMS}}
+    step = {
+        "observation.state": item["observation.state"][-1],
+        **{f"observation.images.{c}": item[f"observation.images.{c}"][-1] for c in CAMS},
+    }
     policy.reset()
     torch.manual_seed(1)
     a = policy.predict_chunk(step).actions
@@ -150,8 +178,10 @@ def test_act_loss_masks_padding():
 
 
 def test_normalizer_round_trip_and_min_std():
-    stats = {"observation.state": {"mean": [1.0, 2.0], "std": [0.5, 0.0]},
-             "action": {"mean": [0.0, -1.0], "std": [2.0, 1.0]}}
+    stats = {
+        "observation.state": {"mean": [1.0, 2.0], "std": [0.5, 0.0]},
+        "action": {"mean": [0.0, -1.0], "std": [2.0, 1.0]},
+    }
     n = Normalizer(stats)
     assert n.state_std[1] == pytest.approx(1e-2)
     a = torch.tensor([[3.0, 4.0]])
@@ -159,7 +189,9 @@ def test_normalizer_round_trip_and_min_std():
     img = torch.full((1, 4, 4, 3), 255, dtype=torch.uint8)
     out = n.image(img)
     assert out.shape == (1, 3, 4, 4)
-    torch.testing.assert_close(out[0, :, 0, 0], (1 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225]))
+    torch.testing.assert_close(
+        out[0, :, 0, 0], (1 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    )
 
 
 def test_noise_schedule_and_ddim_timesteps():

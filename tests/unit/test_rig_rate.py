@@ -69,8 +69,12 @@ def _teleop_rate(rig, cfg: TeleopConfig) -> float:
         leaders = {n: a for n, a in arms.items() if a.features.role == "leader"}
         followers = {n: a for n, a in arms.items() if a.features.role == "follower"}
         cfg = replace(cfg, rate_hz=rig.resolve_rate(cfg.rate_hz))  # what the teleop node does
-        core = TeleopCore(cfg, cfg.resolved_pairs(rig.pairs), {n: a.features for n, a in leaders.items()},
-                          {n: a.features for n, a in followers.items()})
+        core = TeleopCore(
+            cfg,
+            cfg.resolved_pairs(rig.pairs),
+            {n: a.features for n, a in leaders.items()},
+            {n: a.features for n, a in followers.items()},
+        )
         return TeleopLoop(core, leaders, followers, clock).run(duration=1.0).period.mean_rate_hz
     finally:
         for a in arms.values():

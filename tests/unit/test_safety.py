@@ -131,7 +131,9 @@ def test_last_outside_limits_moves_toward_range_without_jumping():
 @given(current=within_limits(), target=within_limits())
 def test_ramp_reaches_target_without_overshoot(current, target):
     cur = current
-    steps = int(np.max(np.ceil(np.abs(target - current) / LIMITS.max_step))) if np.any(target != current) else 0
+    steps = (
+        int(np.max(np.ceil(np.abs(target - current) / LIMITS.max_step))) if np.any(target != current) else 0
+    )
     for _ in range(steps):
         nxt = ramp_step(cur, target, LIMITS.max_step)
         assert np.all(np.abs(nxt - cur) <= LIMITS.max_step + 1e-12)
@@ -177,8 +179,9 @@ def test_limit_fault_none_within_the_margin():
     assert limit_fault(LIMITS.upper, LIMITS, margin=0.0) is None
 
 
-@pytest.mark.parametrize("value, joint, limit", [(1e6, 2, 1.6), (1e300, 4, 2.23), (-1e300, 6, 0.0),
-                                                  (-1e6, 0, -3.1)])
+@pytest.mark.parametrize(
+    "value, joint, limit", [(1e6, 2, 1.6), (1e300, 4, 2.23), (-1e300, 6, 0.0), (-1e6, 0, -3.1)]
+)
 def test_limit_fault_names_the_joint_value_and_limit(value, joint, limit):
     from duet.hardware.safety import limit_fault
 

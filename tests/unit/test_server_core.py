@@ -112,7 +112,9 @@ def test_latency_estimate_is_the_recent_maximum_in_whole_ticks():
 
 def joint(stamp, pos):
     pos = np.asarray(pos, dtype=np.float64)
-    return JointState(stamp, tuple(f"j{i}" for i in range(len(pos))), pos, np.zeros_like(pos), np.zeros_like(pos))
+    return JointState(
+        stamp, tuple(f"j{i}" for i in range(len(pos))), pos, np.zeros_like(pos), np.zeros_like(pos)
+    )
 
 
 def reading(stamp, value=0, stale=False, connected=True):
@@ -181,8 +183,12 @@ def rules(tol=0.1):
     from duet.hardware.safety import SafetyLimits
     from duet.policy.server import ChunkRules
 
-    return ChunkRules(SafetyLimits(np.array([-1.0, 0.0]), np.array([1.0, 1.0]), np.array([0.1, 0.1])),
-                      margin=np.array([0.2, 0.1]), control_dt=DT, time_tolerance_s=tol)
+    return ChunkRules(
+        SafetyLimits(np.array([-1.0, 0.0]), np.array([1.0, 1.0]), np.array([0.1, 0.1])),
+        margin=np.array([0.2, 0.1]),
+        control_dt=DT,
+        time_tolerance_s=tol,
+    )
 
 
 def two_dim(n=10, t_rel=None, override=None):
@@ -200,8 +206,15 @@ def test_chunk_rules_accept_a_policy_chunk_with_small_excesses():
     rules().check(two_dim(t_rel=0.35 + np.arange(10) * DT), latency_s=0.3)
 
 
-@pytest.mark.parametrize("value, dim, limit", [(1e6, 0, "upper limit 1"), (1e300, 0, "upper limit 1"),
-                                               (-1e300, 1, "lower limit 0"), (1.25, 1, "upper limit 1")])
+@pytest.mark.parametrize(
+    "value, dim, limit",
+    [
+        (1e6, 0, "upper limit 1"),
+        (1e300, 0, "upper limit 1"),
+        (-1e300, 1, "lower limit 0"),
+        (1.25, 1, "upper limit 1"),
+    ],
+)
 def test_chunk_rules_fault_an_action_beyond_a_limit_by_more_than_the_margin(value, dim, limit):
     from duet.policy.server.scheduler import ChunkTimeError, fault_detail
 
@@ -220,17 +233,22 @@ def test_chunk_rules_name_a_non_finite_action():
 
     with pytest.raises(InvalidChunk) as e:
         rules().check(two_dim(override={(2, 1): np.nan}), latency_s=0.0)
-    assert fault_detail(e.value.fault, None, np.array([0.2, 0.1]), 10) == "action dim 1 = nan in action 2 of 10"
+    assert (
+        fault_detail(e.value.fault, None, np.array([0.2, 0.1]), 10) == "action dim 1 = nan in action 2 of 10"
+    )
 
 
-@pytest.mark.parametrize("t_rel, match", [
-    (3600 + np.arange(10) * DT, "starts 3600 s after"),
-    (-3600 + np.arange(10) * DT, "starts 3600 s before"),
-    (np.arange(10)[::-1] * DT, "not increasing"),
-    (np.r_[np.arange(9) * DT, 0.16], "not increasing"),
-    (np.r_[np.arange(9) * DT, np.inf], "not finite"),
-    (np.arange(10) * DT * 100, "spans 18 s"),
-])
+@pytest.mark.parametrize(
+    "t_rel, match",
+    [
+        (3600 + np.arange(10) * DT, "starts 3600 s after"),
+        (-3600 + np.arange(10) * DT, "starts 3600 s before"),
+        (np.arange(10)[::-1] * DT, "not increasing"),
+        (np.r_[np.arange(9) * DT, 0.16], "not increasing"),
+        (np.r_[np.arange(9) * DT, np.inf], "not finite"),
+        (np.arange(10) * DT * 100, "spans 18 s"),
+    ],
+)
 def test_chunk_rules_reject_times_outside_the_chunks_span(t_rel, match):
     from duet.policy.server.scheduler import ChunkTimeError
 

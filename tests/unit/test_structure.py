@@ -45,8 +45,12 @@ def _method_names(cls: ast.ClassDef) -> set[str]:
 
 def test_one_float_sample_recorder():
     """duet.stats.Samples; no other class records floats and gives percentiles."""
-    recorders = _where(lambda n: isinstance(n, ast.ClassDef)
-                       and _method_names(n) & {"percentiles", "percentiles_ms", "percentiles_and_reset", "pct"})
+    recorders = _where(
+        lambda n: (
+            isinstance(n, ast.ClassDef)
+            and _method_names(n) & {"percentiles", "percentiles_ms", "percentiles_and_reset", "pct"}
+        )
+    )
     assert recorders == {"duet/stats.py"}
     assert _where(_defines("Samples", "LatencyStats")) == {"duet/stats.py"}
 
@@ -75,41 +79,75 @@ def test_every_node_main_is_run_node():
     for path, tree in _trees().items():
         for f in tree.body:
             if path.startswith("ros2_ws/") and isinstance(f, ast.FunctionDef) and f.name == "main":
-                mains[path] = any(isinstance(c, ast.Call) and getattr(c.func, "id", None) == "run_node"
-                                  for c in ast.walk(f))
+                mains[path] = any(
+                    isinstance(c, ast.Call) and getattr(c.func, "id", None) == "run_node" for c in ast.walk(f)
+                )
     assert "ros2_ws/src/duet_ros/duet_ros/sim_node.py" in mains and len(mains) >= 6
     assert [p for p, uses in mains.items() if not uses] == []
     # in duet_ros, executors are made by run_node (nodes) and the graph client (orchestrate) only
-    executors = _where(lambda n: isinstance(n, ast.Call)
-                       and getattr(n.func, "id", "") in ("SingleThreadedExecutor", "MultiThreadedExecutor"))
-    assert {p for p in executors if p.startswith("ros2_ws/")} <= {RUNTIME, "ros2_ws/src/duet_ros/duet_ros/orchestrate.py"}
+    executors = _where(
+        lambda n: (
+            isinstance(n, ast.Call)
+            and getattr(n.func, "id", "") in ("SingleThreadedExecutor", "MultiThreadedExecutor")
+        )
+    )
+    assert {p for p in executors if p.startswith("ros2_ws/")} <= {
+        RUNTIME,
+        "ros2_ws/src/duet_ros/duet_ros/orchestrate.py",
+    }
 
 
 def test_one_temporal_ensembler():
     """The policy server's EnsembleBuffer; ACT has no ensembling of its own."""
-    ensemblers = {(path, n.name) for path, tree in _trees().items() for n in ast.walk(tree)
-                  if isinstance(n, ast.ClassDef) and "ensembl" in n.name.lower()}
+    ensemblers = {
+        (path, n.name)
+        for path, tree in _trees().items()
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ClassDef) and "ensembl" in n.name.lower()
+    }
     assert ensemblers == {("policy/server/scheduler.py", "EnsembleBuffer")}
-    act = next(n for n in ast.walk(_trees()["policy/act.py"]) if isinstance(n, ast.ClassDef) and n.name == "ACTConfig")
-    fields = {s.target.id for s in act.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)}
+    act = next(
+        n
+        for n in ast.walk(_trees()["policy/act.py"])
+        if isinstance(n, ast.ClassDef) and n.name == "ACTConfig"
+    )
+    fields = {
+        s.target.id for s in act.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)
+    }
     assert "temporal_ensemble_k" not in fields
 
 
 def test_policies_are_prepared_for_inference_in_the_factory_only():
     """policy.factory.for_inference sets device, layout and autocast (bench_server calls it)."""
-    setters = _where(lambda n: isinstance(n, (ast.Assign, ast.AnnAssign)) and any(
-        isinstance(t, ast.Attribute) and t.attr == "autocast_dtype"
-        for t in (n.targets if isinstance(n, ast.Assign) else [n.target])))
+    setters = _where(
+        lambda n: (
+            isinstance(n, (ast.Assign, ast.AnnAssign))
+            and any(
+                isinstance(t, ast.Attribute) and t.attr == "autocast_dtype"
+                for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+            )
+        )
+    )
     assert setters == {"policy/factory.py", "policy/base.py"}  # base: the None default
 
 
 def test_one_state_dict_check():
     """policy.checkpoint.state_dict_mismatch: checkpoint loads and backbone weights both use it."""
+
     def compares_shapes(n):  # `tuple(x.shape) != tuple(y.shape)`
-        return (isinstance(n, ast.Compare) and isinstance(n.ops[0], ast.NotEq)
-                and all(isinstance(s, ast.Call) and getattr(s.func, "id", "") == "tuple" and s.args
-                        and isinstance(s.args[0], ast.Attribute) and s.args[0].attr == "shape"
-                        for s in (n.left, *n.comparators)))
+        return (
+            isinstance(n, ast.Compare)
+            and isinstance(n.ops[0], ast.NotEq)
+            and all(
+                isinstance(s, ast.Call)
+                and getattr(s.func, "id", "") == "tuple"
+                and s.args
+                and isinstance(s.args[0], ast.Attribute)
+                and s.args[0].attr == "shape"
+                for s in (n.left, *n.comparators)
+            )
+        )
+
     assert _where(compares_shapes) == {"policy/checkpoint.py"}
     users = _where(lambda n: isinstance(n, ast.Call) and getattr(n.func, "id", "") == "state_dict_mismatch")
     assert {"policy/checkpoint.py", "policy/backbone.py"} <= users
@@ -156,9 +194,13 @@ def _layer(module: str) -> str:
 
 def _type_only(tree: ast.Module) -> set[int]:
     """ids of the nodes under `if TYPE_CHECKING:` (imports for annotations only)."""
-    return {id(n) for b in ast.walk(tree) if isinstance(b, ast.If)
-            and getattr(b.test, "id", getattr(b.test, "attr", None)) == "TYPE_CHECKING"
-            for s in b.body for n in ast.walk(s)}
+    return {
+        id(n)
+        for b in ast.walk(tree)
+        if isinstance(b, ast.If) and getattr(b.test, "id", getattr(b.test, "attr", None)) == "TYPE_CHECKING"
+        for s in b.body
+        for n in ast.walk(s)
+    }
 
 
 def _imports(path: str, tree: ast.Module, type_only: bool = True) -> list[tuple[int, str]]:
@@ -182,10 +224,16 @@ def _imports(path: str, tree: ast.Module, type_only: bool = True) -> list[tuple[
             out.append((n.lineno, base))
             if base == "duet":  # from duet import apps
                 out += [(n.lineno, f"duet.{a.name}") for a in n.names]
-        elif (isinstance(n, ast.Call) and n.args and isinstance(n.args[0], ast.Constant)
-              and isinstance(n.args[0].value, str)
-              and (getattr(n.func, "attr", None) == "import_module" or getattr(n.func, "id", None)
-                   in ("import_module", "__import__"))):
+        elif (
+            isinstance(n, ast.Call)
+            and n.args
+            and isinstance(n.args[0], ast.Constant)
+            and isinstance(n.args[0].value, str)
+            and (
+                getattr(n.func, "attr", None) == "import_module"
+                or getattr(n.func, "id", None) in ("import_module", "__import__")
+            )
+        ):
             out.append((n.lineno, n.args[0].value))
     return out
 
@@ -216,15 +264,18 @@ def test_imports_run_down_the_layers():
 
 
 def test_layer_check_sees_every_form_of_import():
-    src = ("import duet_ros.cli\nfrom duet import apps\nfrom ..policy import train\n"
-           "def f():\n    import importlib\n    importlib.import_module('duet.apps.sim')\n")
+    src = (
+        "import duet_ros.cli\nfrom duet import apps\nfrom ..policy import train\n"
+        "def f():\n    import importlib\n    importlib.import_module('duet.apps.sim')\n"
+    )
     found = [m for _, m in _imports("teleop/x.py", ast.parse(src))]
     assert {"duet_ros.cli", "duet.apps", "duet.policy", "duet.apps.sim"} <= set(found)
     typed = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from duet.apps import sim\n")
     assert "duet.apps" in [m for _, m in _imports("teleop/x.py", typed)]  # an arrow all the same
     assert "duet.apps" not in [m for _, m in _imports("teleop/x.py", typed, type_only=False)]
-    assert [_layer(m) for m in ("duet.hardware.sim", "duet.config", "duet.apps.hw", "duet_ros.x", "numpy")] == [
-        "hardware", "duet", "apps", "duet_ros", ""]
+    assert [
+        _layer(m) for m in ("duet.hardware.sim", "duet.config", "duet.apps.hw", "duet_ros.x", "numpy")
+    ] == ["hardware", "duet", "apps", "duet_ros", ""]
 
 
 def test_mocks_are_chosen_by_the_factory():
@@ -232,8 +283,12 @@ def test_mocks_are_chosen_by_the_factory():
     no other library module imports hardware/mock to run it (hardware/cameras has the drivers
     only; annotations may name a mock type); of the applications, `duet hw scan --mock` scans
     a fake bus."""
-    users = {path for path, tree in _trees().items() if path.split("/")[0] in ("duet", *CORE_FOLDERS)
-             and not path.startswith("hardware/mock/")
-             and any(m.startswith("duet.hardware.mock") for _, m in _imports(path, tree, type_only=False))}
+    users = {
+        path
+        for path, tree in _trees().items()
+        if path.split("/")[0] in ("duet", *CORE_FOLDERS)
+        and not path.startswith("hardware/mock/")
+        and any(m.startswith("duet.hardware.mock") for _, m in _imports(path, tree, type_only=False))
+    }
     assert users == {"hardware/factory.py", "duet/apps/hw.py"}
     assert _where(_defines("make_camera")) == {"hardware/factory.py"}

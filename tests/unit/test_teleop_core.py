@@ -33,7 +33,9 @@ def js(stamp: float, pos) -> JointState:
 
 def make_core(cfg: TeleopConfig | None = None, pairs=None, **kw) -> TeleopCore:
     cfg = cfg or TeleopConfig(**{"rate_hz": RATE, **kw})  # resolved (rate_hz 0 = a rig's; no rig here)
-    pairs = pairs or cfg.resolved_pairs([("left_leader", "left_follower"), ("right_leader", "right_follower")])
+    pairs = pairs or cfg.resolved_pairs(
+        [("left_leader", "left_follower"), ("right_leader", "right_follower")]
+    )
     leaders = {p.leader: features(p.leader, "leader") for p in pairs}
     followers = {p.follower: features(p.follower, "follower") for p in pairs}
     return TeleopCore(cfg, pairs, leaders, followers)
@@ -65,8 +67,14 @@ class Sim:
 
 
 def test_mapping_copies_joints_with_scale_offset_and_affine_gripper():
-    cfg = PairMapConfig("l", "f", joint_scale=[1, -1, 1, 1, 2, 1], joint_offset=[0, 0, 0.1, 0, 0, 0],
-                        gripper_scale=0.8, gripper_offset=0.1)
+    cfg = PairMapConfig(
+        "l",
+        "f",
+        joint_scale=[1, -1, 1, 1, 2, 1],
+        joint_offset=[0, 0, 0.1, 0, 0, 0],
+        gripper_scale=0.8,
+        gripper_offset=0.1,
+    )
     m = PairMapping(cfg, N)
     out = m(np.array([0.5, 0.5, 0.5, -0.2, 0.3, 0.0, 1.0]))
     np.testing.assert_allclose(out[:-1], [0.5, -0.5, 0.6, -0.2, 0.6, 0.0])
@@ -92,7 +100,10 @@ def test_config_validation_one_line_errors():
         GestureConfig(close_below=0.5, open_above=0.4)
     with pytest.raises(ConfigError, match="two pairs"):
         TeleopConfig(pairs=[PairMapConfig("a", "f"), PairMapConfig("b", "f")])
-    arms = {"left_leader": features("left_leader", "leader"), "left_follower": features("left_follower", "follower")}
+    arms = {
+        "left_leader": features("left_leader", "leader"),
+        "left_follower": features("left_follower", "follower"),
+    }
     with pytest.raises(ConfigError, match="no leader arm named 'nope'"):
         TeleopCore(TeleopConfig(), [PairMapConfig("nope", "left_follower")], arms, arms)
 
@@ -317,7 +328,10 @@ def test_queue_and_evdev_inputs(tmp_path):
     dev = tmp_path / "event0"
     ev = struct.Struct("llHHi")
     dev.write_bytes(
-        ev.pack(0, 0, 1, 30, 1) + ev.pack(0, 0, 1, 30, 0) + ev.pack(0, 0, 0, 0, 0) + ev.pack(0, 0, 1, 48, 1)
+        ev.pack(0, 0, 1, 30, 1)
+        + ev.pack(0, 0, 1, 30, 0)
+        + ev.pack(0, 0, 0, 0, 0)
+        + ev.pack(0, 0, 1, 48, 1)
         + ev.pack(0, 0, 1, 99, 1)
     )
     src = make_input(f"evdev:{dev}:30=toggle,48=stop")
@@ -368,7 +382,9 @@ class FakeArm:
 def test_loop_paces_on_absolute_deadlines_with_fake_clock():
     clock = FakeClock(start=0.0)
     core = make_core(settle_tolerance=0, start_on_launch=True)
-    leaders = {n: FakeArm(features(n, "leader"), clock, [0.1] * 6 + [0.5], work_s=0.003) for n in core.leaders}
+    leaders = {
+        n: FakeArm(features(n, "leader"), clock, [0.1] * 6 + [0.5], work_s=0.003) for n in core.leaders
+    }
     followers = {n: FakeArm(features(n, "follower"), clock, [0.0] * 7, work_s=0.003) for n in core.followers}
     loop = TeleopLoop(core, leaders, followers, clock)
     report = loop.run(duration=2.0)
@@ -425,8 +441,13 @@ def test_follower_freshness_has_its_own_limit():
     stops following is caught only through samples younger than follower_max_age_s."""
 
     def run(follower_max_age_s: float) -> TeleopState:
-        core = make_core(settle_tolerance=0, track_error_limit=0.3, track_error_time_s=0.2,
-                         leader_max_age_s=0.05, follower_max_age_s=follower_max_age_s)
+        core = make_core(
+            settle_tolerance=0,
+            track_error_limit=0.3,
+            track_error_time_s=0.2,
+            leader_max_age_s=0.05,
+            follower_max_age_s=follower_max_age_s,
+        )
         clock = FakeClock()
         leader = {n: np.zeros(N) for n in core.leaders}
         follower = {n: np.zeros(N) for n in core.followers}  # never moves: not following
@@ -436,8 +457,11 @@ def test_follower_freshness_has_its_own_limit():
             now = clock.now()
             if k >= 2:  # mirroring by then; the leader moves away
                 leader["left_leader"][0] = min(0.02 * (k - 1), 0.6)
-            core.step(now, {n: js(now, q) for n, q in leader.items()},
-                      {n: js(now - 0.2, q) for n, q in follower.items()})  # follower samples 0.2 s old
+            core.step(
+                now,
+                {n: js(now, q) for n, q in leader.items()},
+                {n: js(now - 0.2, q) for n, q in follower.items()},
+            )  # follower samples 0.2 s old
         return core.state
 
     assert run(follower_max_age_s=0.5) is TeleopState.PAUSED  # fresh enough: the tracking error counts
@@ -465,8 +489,12 @@ def test_arm_fault_pauses_at_once_names_the_arm_and_refuses_start_until_cleared(
     def step(faults):
         sim.clock.advance(DT)
         now = sim.clock.now()
-        return core.step(now, {n: js(now, q) for n, q in sim.leader.items()},
-                         {n: js(now, q) for n, q in sim.follower.items()}, faults)
+        return core.step(
+            now,
+            {n: js(now, q) for n, q in sim.leader.items()},
+            {n: js(now, q) for n, q in sim.follower.items()},
+            faults,
+        )
 
     res = step({"right_follower": fault, "left_follower": ""})
     assert res.state is TeleopState.PAUSED  # the same tick

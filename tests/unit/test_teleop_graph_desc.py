@@ -46,10 +46,14 @@ def test_every_kind_has_an_existing_executable_and_config():
         module, _, func = target.partition(":")
         assert util.find_spec(module) is not None, f"{target}: module missing"
         assert f"def {func}(" in Path(util.find_spec(module).origin).read_text()
-        assert installed.get(kind.executable) == target, f"{kind.executable}: pip install -e ros2_ws/src/duet_ros"
+        assert installed.get(kind.executable) == target, (
+            f"{kind.executable}: pip install -e ros2_ws/src/duet_ros"
+        )
         cls = kind.config_class()
         assert dataclasses.is_dataclass(cls)
-        assert all(help_for(cls, k) for k in declared_parameters(cls)), f"{cls.__name__}: a field without help"
+        assert all(help_for(cls, k) for k in declared_parameters(cls)), (
+            f"{cls.__name__}: a field without help"
+        )
 
 
 def test_package_files_for_colcon():
@@ -105,13 +109,21 @@ def test_expand_teleop_graph_and_mock_changes_only_one_parameter():
     real = expand("teleop", "aloha", False)
     mock = expand("teleop", "aloha", True)
     assert [s.name for s in real] == [
-        "left_leader", "right_leader", "left_follower", "right_follower",
-        "cam_high", "cam_low", "cam_left_wrist", "cam_right_wrist", "teleop",
+        "left_leader",
+        "right_leader",
+        "left_follower",
+        "right_follower",
+        "cam_high",
+        "cam_low",
+        "cam_left_wrist",
+        "cam_right_wrist",
+        "teleop",
     ]
     for r, m in zip(real, mock):
         assert (r.name, r.executable, r.param_files) == (m.name, m.executable, m.param_files)
-        assert {k: v for k, v in r.parameters.items() if k != "use_mock_hardware"} == \
-               {k: v for k, v in m.parameters.items() if k != "use_mock_hardware"}
+        assert {k: v for k, v in r.parameters.items() if k != "use_mock_hardware"} == {
+            k: v for k, v in m.parameters.items() if k != "use_mock_hardware"
+        }
         assert (r.parameters["use_mock_hardware"], m.parameters["use_mock_hardware"]) == (False, True)
     kw = mock[0].launch_kwargs()
     assert kw["package"] == "duet_ros" and kw["executable"] == "duet_arm_node" and kw["name"] == "left_leader"
@@ -121,8 +133,10 @@ def test_expand_teleop_graph_and_mock_changes_only_one_parameter():
 
 def test_bad_graph_descriptions_fail_with_one_line(tmp_path):
     g = tmp_path / "graph.yaml"
-    g.write_text("kinds: {a: {executable: x, config: 'duet_ros.configs:ArmNodeConfig', for_each: arms}}\n"
-                 "graphs: {g: {nodes: [a]}}\n")
+    g.write_text(
+        "kinds: {a: {executable: x, config: 'duet_ros.configs:ArmNodeConfig', for_each: arms}}\n"
+        "graphs: {g: {nodes: [a]}}\n"
+    )
     with pytest.raises(ConfigError, match="device_param"):
         load_graph(g)
     g.write_text("kinds: {}\ngraphs: {g: {nodes: [nope]}}\n")
@@ -137,12 +151,19 @@ def test_bad_graph_descriptions_fail_with_one_line(tmp_path):
 
 def _launch_graph(path: Path) -> tuple[str, set[str]]:
     tree = ast.parse(path.read_text())
-    consts = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
-              for t in n.targets if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)}
+    consts = {
+        t.id: n.value.value
+        for n in tree.body
+        if isinstance(n, ast.Assign)
+        for t in n.targets
+        if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)
+    }
     imports = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imports |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-    defined = {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    defined = {
+        t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)
+    }
     defined |= {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert "generate_launch_description" in defined, f"{path.name}: no generate_launch_description"
     assert "graph.yaml" in strings, f"{path.name} must read launch/graph.yaml"
@@ -172,8 +193,21 @@ def test_launch_files_reference_only_existing_graphs_and_modules():
 def test_duet_up_dry_run_and_errors(capsys):
     from duet.cli import main
 
-    assert main(["up", "teleop", "--mock", "--dry-run", "--set", "left_follower:fault_scenario=lossy_1pct",
-                 "--set", 'teleop:teleop.pairs=[{"leader": "left_leader", "follower": "left_follower"}]']) == 0
+    assert (
+        main(
+            [
+                "up",
+                "teleop",
+                "--mock",
+                "--dry-run",
+                "--set",
+                "left_follower:fault_scenario=lossy_1pct",
+                "--set",
+                'teleop:teleop.pairs=[{"leader": "left_leader", "follower": "left_follower"}]',
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     lines = [ln for ln in out.splitlines() if ln.startswith("/")]
     assert len(lines) == 9

@@ -30,10 +30,16 @@ def test_mock_followers_ramp_then_track_the_waving_leaders():
         for f in followers.values():
             f.set_torque(True)
         cfg = TeleopConfig(rate_hz=rig.resolve_rate(0), start_on_launch=True, settle_tolerance=0.1)
-        pairs = [PairMapConfig("left_leader", "left_follower", gripper_scale=0.8, gripper_offset=0.1),
-                 PairMapConfig("right_leader", "right_follower")]
-        core = TeleopCore(cfg, pairs, {n: a.features for n, a in leaders.items()},
-                          {n: a.features for n, a in followers.items()})
+        pairs = [
+            PairMapConfig("left_leader", "left_follower", gripper_scale=0.8, gripper_offset=0.1),
+            PairMapConfig("right_leader", "right_follower"),
+        ]
+        core = TeleopCore(
+            cfg,
+            pairs,
+            {n: a.features for n, a in leaders.items()},
+            {n: a.features for n, a in followers.items()},
+        )
         events = []
         loop = TeleopLoop(core, leaders, followers, clock, on_event=events.append)
         report = loop.run(duration=6.0)
@@ -76,10 +82,16 @@ class MockRig:
         self.followers = {n: a for n, a in self.arms.items() if a.features.role == "follower"}
         tcfg = TeleopConfig(**{"start_on_launch": True, **cfg})
         tcfg = replace(tcfg, rate_hz=rig.resolve_rate(tcfg.rate_hz))  # 0 = the rig's
-        self.core = TeleopCore(tcfg, tcfg.resolved_pairs(rig.pairs), {n: a.features for n, a in self.leaders.items()},
-                               {n: a.features for n, a in self.followers.items()})
+        self.core = TeleopCore(
+            tcfg,
+            tcfg.resolved_pairs(rig.pairs),
+            {n: a.features for n, a in self.leaders.items()},
+            {n: a.features for n, a in self.followers.items()},
+        )
         self.events = []
-        self.loop = TeleopLoop(self.core, self.leaders, self.followers, self.clock, on_event=self.events.append)
+        self.loop = TeleopLoop(
+            self.core, self.leaders, self.followers, self.clock, on_event=self.events.append
+        )
         self.loop.pacer.start()
 
     def tick(self):
@@ -113,9 +125,13 @@ def test_follower_overload_pauses_teleop_within_two_ticks_naming_arm_and_servo(m
     assert r.core.state is TeleopState.PAUSED or r.tick().state is TeleopState.PAUSED
     faults = [e for e in r.events if e.kind == "arm_fault"]
     assert len(faults) == 1, [str(e) for e in r.events]
-    assert "right_follower" in faults[0].detail and "ID 9" in faults[0].detail and "overload" in faults[0].detail
+    assert (
+        "right_follower" in faults[0].detail and "ID 9" in faults[0].detail and "overload" in faults[0].detail
+    )
     assert "\n" not in faults[0].detail
-    assert any(e.kind == "state" and "-> paused" in e.detail and "right_follower" in e.detail for e in r.events)
+    assert any(
+        e.kind == "state" and "-> paused" in e.detail and "right_follower" in e.detail for e in r.events
+    )
     assert not r.arms["right_follower"].fake_bus.servo(9).torque_enabled  # the servo shut down
     # the leaders' scripted motion closes both grippers (the start gesture): refused while faulted
     n = len(r.events)
@@ -141,7 +157,9 @@ def test_follower_reboot_torque_is_restored_before_the_ramp(mock_rig):
     assert res.state is TeleopState.RAMPING
     # no ramp command ever reached servos with torque off
     assert all(arm.fake_bus.servo(s).torque_enabled for s in arm.fake_bus.ids)
-    assert any(e.kind == "torque" and "right_follower" in e.detail for e in r.events), [str(e) for e in r.events]
+    assert any(e.kind == "torque" and "right_follower" in e.detail for e in r.events), [
+        str(e) for e in r.events
+    ]
     while r.core.state is TeleopState.RAMPING:
         r.tick()
         assert r.clock.now() < 140.0
@@ -149,11 +167,14 @@ def test_follower_reboot_torque_is_restored_before_the_ramp(mock_rig):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("scenario,level,low,high", [
-    ("slow_bus:22", "WARN", 44.0, 47.5),  # 22 ms per read: a 22 ms tick, 45 Hz
-    ("slow_bus:30", "ERROR", 32.0, 34.5),  # 30 ms per read: 33 Hz
-    ("lossy_10pct", "WARN", 40.0, 47.5),  # retried timeouts cost a tick now and then
-])
+@pytest.mark.parametrize(
+    "scenario,level,low,high",
+    [
+        ("slow_bus:22", "WARN", 44.0, 47.5),  # 22 ms per read: a 22 ms tick, 45 Hz
+        ("slow_bus:30", "ERROR", 32.0, 34.5),  # 30 ms per read: 33 Hz
+        ("lossy_10pct", "WARN", 40.0, 47.5),  # retried timeouts cost a tick now and then
+    ],
+)
 def test_sustained_rate_loss_raises_a_rate_diagnostic(mock_rig, scenario, level, low, high):
     r = mock_rig({"right_follower": scenario})
     for _ in range(400):

@@ -93,8 +93,15 @@ class ArmNode(LifecycleNode):
         self._last_error = ""
         self._bus_errors_seen = 0
         self.counters = dict(
-            reads=0, read_errors=0, write_errors=0, consecutive_errors=0, commands_received=0,
-            commands_applied=0, commands_dropped_stale=0, commands_rejected=0, watchdog_trips=0,
+            reads=0,
+            read_errors=0,
+            write_errors=0,
+            consecutive_errors=0,
+            commands_received=0,
+            commands_applied=0,
+            commands_dropped_stale=0,
+            commands_rejected=0,
+            watchdog_trips=0,
             commands_rejected_future=0,
         )
 
@@ -129,8 +136,15 @@ class ArmNode(LifecycleNode):
         self._rate.reset()
         self.counters["consecutive_errors"] = 0
         phase = self.cfg.phase_s if self.cfg.phase_s >= 0 else (0.006 if self.role == "follower" else 0.0)
-        self._loop = PacedThread(f"{self.cfg.arm}-loop", self.rate_hz, self._tick, self._on_loop_error, self.clock,
-                                 phase_s=phase, realtime_priority=self.cfg.realtime_priority)
+        self._loop = PacedThread(
+            f"{self.cfg.arm}-loop",
+            self.rate_hz,
+            self._tick,
+            self._on_loop_error,
+            self.clock,
+            phase_s=phase,
+            realtime_priority=self.cfg.realtime_priority,
+        )
         self._loop.start()
         self.get_logger().info(
             f"{self.cfg.arm} ({self.role}, {'mock' if self.cfg.use_mock_hardware else 'real'}) connected, "
@@ -178,7 +192,9 @@ class ArmNode(LifecycleNode):
             arm, self.arm = self.arm, None
         if arm is not None:
             # the arm's configured safe state (Dynamixel: on_disconnect; leaders: torque off)
-            mode = {"torque_off": "torque off", "hold": "holding its pose"}.get(getattr(arm, "on_disconnect", ""), "")
+            mode = {"torque_off": "torque off", "hold": "holding its pose"}.get(
+                getattr(arm, "on_disconnect", ""), ""
+            )
             if mode and self.role == "leader":
                 mode = "torque off"
             try:
@@ -204,8 +220,10 @@ class ArmNode(LifecycleNode):
         ahead = stamp - self.clock.now()
         if ahead > self.cfg.command_future_tolerance_s:
             self.counters["commands_rejected_future"] += 1
-            self._last_error = (f"command rejected: stamped {ahead:.3f} s in the future (tolerance "
-                                f"{self.cfg.command_future_tolerance_s:g} s); check the sender's clock")
+            self._last_error = (
+                f"command rejected: stamped {ahead:.3f} s in the future (tolerance "
+                f"{self.cfg.command_future_tolerance_s:g} s); check the sender's clock"
+            )
             self.get_logger().warning(f"{self.cfg.arm}: {self._last_error}", throttle_duration_sec=5.0)
             return
         with self._lock:
@@ -255,9 +273,11 @@ class ArmNode(LifecycleNode):
             return
         off = sorted(int(k) for k, v in servos.items() if isinstance(v, dict) and v.get("torque") is False)
         if off:
-            self._fault = (f"arm {self.cfg.arm!r}: torque off on servo ID{'s' if len(off) > 1 else ''} "
-                           f"{', '.join(map(str, off))} while active (a servo reboot or brown-out): restart the "
-                           f"arm node to re-enable it")
+            self._fault = (
+                f"arm {self.cfg.arm!r}: torque off on servo ID{'s' if len(off) > 1 else ''} "
+                f"{', '.join(map(str, off))} while active (a servo reboot or brown-out): restart the "
+                f"arm node to re-enable it"
+            )
             self.pub_fault.publish(String(data=self._fault))
             self.get_logger().error(f"{self._fault}; going to the safe state")
             threading.Thread(target=self._safe_state, args=("torque lost",), daemon=True).start()
@@ -329,8 +349,9 @@ class ArmNode(LifecycleNode):
         values["last_error"] = self._last_error
         values.update({f"health.{k}": v for k, v in _flat(self._health).items()})
         level, message = self._level(now, cmd)
-        status = convert.diagnostic_status(f"duet/arm/{self.cfg.arm}", self.slot.port or self.cfg.arm,
-                                           level, message, values)
+        status = convert.diagnostic_status(
+            f"duet/arm/{self.cfg.arm}", self.slot.port or self.cfg.arm, level, message, values
+        )
         self.pub_diag.publish(convert.diagnostic_array([status], now, self.mapper))
 
     def _level(self, now: float, cmd) -> tuple[bytes, str]:
@@ -345,24 +366,32 @@ class ArmNode(LifecycleNode):
 
     def _state_level(self, now: float, cmd) -> tuple[bytes, str]:
         if self._fault:
-            return convert.ERROR, (f"fault: {self._fault}; {self._safe_result or 'going to the safe state'} "
-                                   f"(restart the node)")
+            return convert.ERROR, (
+                f"fault: {self._fault}; {self._safe_result or 'going to the safe state'} (restart the node)"
+            )
         if self.arm is None:
             return convert.ERROR, "not connected"
         if self.counters["consecutive_errors"]:
             return convert.ERROR, f"bus errors: {self._last_error}"
         bus = self._health.get("bus", {}) if isinstance(self._health.get("bus"), dict) else {}
-        bus_total = sum(v for k, v in bus.items()
-                        if k in BUS_ERROR_COUNTERS and isinstance(v, (int, float)) and not isinstance(v, bool))
+        bus_total = sum(
+            v
+            for k, v in bus.items()
+            if k in BUS_ERROR_COUNTERS and isinstance(v, (int, float)) and not isinstance(v, bool)
+        )
         bus_trouble = bus_total > self._bus_errors_seen
         self._bus_errors_seen = bus_total
         if self.role == "follower" and not self._active:
             return convert.OK, "inactive (lifecycle): holding, commands ignored"
         if self.role == "follower" and cmd is not None and self._holding:
-            return convert.WARN, (f"holding: last command {now - cmd[1]:.2f} s old "
-                                  f"(max {self.cfg.command_max_age_s:g} s)")
+            return convert.WARN, (
+                f"holding: last command {now - cmd[1]:.2f} s old (max {self.cfg.command_max_age_s:g} s)"
+            )
         if bus_trouble:
-            return convert.WARN, f"bus errors in the last window, recovered by retries ({bus.get('last_error', '')})"
+            return (
+                convert.WARN,
+                f"bus errors in the last window, recovered by retries ({bus.get('last_error', '')})",
+            )
         if self.role == "follower" and cmd is None:
             return convert.OK, "holding: no command received yet"
         return convert.OK, "ok"

@@ -47,9 +47,14 @@ class CameraNode(Node):
             self.slot.fault_scenario = cfg.fault_scenario
         self.clock = MonotonicClock()
         self.mapper = convert.TimeMapper()
-        self.pub_jpeg = (self.create_publisher(CompressedImage, "~/image/compressed", qos_profile_sensor_data)
-                         if cfg.publish_compressed else None)
-        self.pub_raw = self.create_publisher(Image, "~/image", qos_profile_sensor_data) if cfg.publish_raw else None
+        self.pub_jpeg = (
+            self.create_publisher(CompressedImage, "~/image/compressed", qos_profile_sensor_data)
+            if cfg.publish_compressed
+            else None
+        )
+        self.pub_raw = (
+            self.create_publisher(Image, "~/image", qos_profile_sensor_data) if cfg.publish_raw else None
+        )
         self.pub_diag = self.create_publisher(convert.DiagnosticArray, "/diagnostics", DIAG_QOS)
         self.camera = make_camera(self.rig, self.slot.name, cfg.use_mock_hardware, clock=self.clock)
         self.camera.connect()
@@ -63,7 +68,9 @@ class CameraNode(Node):
         self._encode = Samples(4096)
         self._lock = threading.Lock()
         self._window_start = self.clock.now()
-        self._loop = PacedThread(f"{cfg.camera}-publish", float(self.slot.fps), self._tick, self._on_error, self.clock)
+        self._loop = PacedThread(
+            f"{cfg.camera}-publish", float(self.slot.fps), self._tick, self._on_error, self.clock
+        )
         self._loop.start()
         self.create_timer(1.0 / cfg.diagnostics_rate_hz, self._publish_diagnostics)
         self.get_logger().info(
@@ -85,7 +92,9 @@ class CameraNode(Node):
         self._last_index = frame.index
         t0 = time.perf_counter()
         if self.pub_jpeg is not None:
-            self.pub_jpeg.publish(convert.frame_to_compressed(frame, self.mapper, self.cfg.camera, self.cfg.jpeg_quality))
+            self.pub_jpeg.publish(
+                convert.frame_to_compressed(frame, self.mapper, self.cfg.camera, self.cfg.jpeg_quality)
+            )
         if self.pub_raw is not None:
             self.pub_raw.publish(convert.frame_to_image(frame, self.mapper, self.cfg.camera))
         self._encode.add((time.perf_counter() - t0) * 1e3)
@@ -124,13 +133,24 @@ class CameraNode(Node):
         if reading is None:
             level, msg = convert.WARN, "no reading yet"
         elif not reading.connected:
-            level, msg = convert.ERROR, "camera disconnected (check the cable; the worker keeps trying to reopen it)"
+            level, msg = (
+                convert.ERROR,
+                "camera disconnected (check the cable; the worker keeps trying to reopen it)",
+            )
         elif reading.stale or reading.frame is None:
-            level, msg = convert.WARN, f"stale: newest frame {reading.age:.2f} s old (max {self.slot.max_age_s:g} s)"
+            level, msg = (
+                convert.WARN,
+                f"stale: newest frame {reading.age:.2f} s old (max {self.slot.max_age_s:g} s)",
+            )
         else:
             level, msg = convert.OK, "ok"
-        status = convert.diagnostic_status(f"duet/camera/{self.cfg.camera}", self.slot.serial or self.slot.device
-                                           or self.cfg.camera, level, msg, values)
+        status = convert.diagnostic_status(
+            f"duet/camera/{self.cfg.camera}",
+            self.slot.serial or self.slot.device or self.cfg.camera,
+            level,
+            msg,
+            values,
+        )
         self.pub_diag.publish(convert.diagnostic_array([status], now, self.mapper))
 
     def close(self) -> None:

@@ -26,23 +26,44 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("up", help="start a node graph (teleop, bringup, ...) as processes",
-                              description=__doc__.split("\n\n")[0])
+    p = subparsers.add_parser(
+        "up",
+        help="start a node graph (teleop, bringup, ...) as processes",
+        description=__doc__.split("\n\n")[0],
+    )
     p.add_argument("graph", help="graph name in launch/graph.yaml (bringup, teleop, ...)")
     p.add_argument("--mock", action="store_true", help="use_mock_hardware: the mock backend for every device")
-    p.add_argument("--config", default="aloha", help="rig: a shipped rig name or a rig YAML path (default aloha)")
-    p.add_argument("--sim", action="store_true",
-                   help="the MuJoCo sim rig: same as --mock --config aloha_sim (one process hosts every sim device)")
+    p.add_argument(
+        "--config", default="aloha", help="rig: a shipped rig name or a rig YAML path (default aloha)"
+    )
+    p.add_argument(
+        "--sim",
+        action="store_true",
+        help="the MuJoCo sim rig: same as --mock --config aloha_sim (one process hosts every sim device)",
+    )
     p.add_argument("--only", default="", help="comma-separated node names to start (default: all)")
     p.add_argument("--skip", default="", help="comma-separated node names not to start")
-    p.add_argument("--set", action="append", default=[], metavar="NODE:KEY=VALUE",
-                   help="parameter override for one node (NODE '*' = every node); repeatable")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NODE:KEY=VALUE",
+        help="parameter override for one node (NODE '*' = every node); repeatable",
+    )
     p.add_argument("--log-dir", type=Path, default=None, help="write each node's output to DIR/<node>.log")
-    p.add_argument("--graph-file", type=Path, default=None, help="graph description (default launch/graph.yaml)")
-    p.add_argument("--dry-run", action="store_true", help="print the node command lines and parameters, start nothing")
-    p.add_argument("--keystore", type=Path, default=None,
-                   help="SROS2 keystore (duet security keystore): DDS security, Enforce, each node in its enclave "
-                        "(default: $ROS_SECURITY_KEYSTORE when ROS_SECURITY_ENABLE=true)")
+    p.add_argument(
+        "--graph-file", type=Path, default=None, help="graph description (default launch/graph.yaml)"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the node command lines and parameters, start nothing"
+    )
+    p.add_argument(
+        "--keystore",
+        type=Path,
+        default=None,
+        help="SROS2 keystore (duet security keystore): DDS security, Enforce, each node in its enclave "
+        "(default: $ROS_SECURITY_KEYSTORE when ROS_SECURITY_ENABLE=true)",
+    )
     _add_graph_arguments(p)
     p.set_defaults(func=cmd_up)
     _register_security(subparsers)
@@ -50,20 +71,48 @@ def register(subparsers) -> None:
 
 
 def _register_security(subparsers) -> None:
-    p = subparsers.add_parser("security", help="DDS security (SROS2): keystores for the node graphs",
-                              description="DDS security (SROS2) for duet graphs; see docs/security.md")
+    p = subparsers.add_parser(
+        "security",
+        help="DDS security (SROS2): keystores for the node graphs",
+        description="DDS security (SROS2) for duet graphs; see docs/security.md",
+    )
     sub = p.add_subparsers(dest="security_command", metavar="ACTION")
     sub.required = True
-    k = sub.add_parser("keystore", help="generate (or extend) a keystore: a CA, one enclave per node process, "
-                                        "governance and permissions (only teleop / policy command the followers; "
-                                        "only /duet/operator calls lifecycle services)")
-    k.add_argument("--out", type=Path, required=True, help="keystore directory (created; an existing keystore is extended)")
-    k.add_argument("--graph", action="append", default=[], help="graph of launch/graph.yaml (repeatable; default: every graph)")
-    k.add_argument("--config", default="aloha", help="rig: a shipped rig name or a rig YAML path (default aloha)")
-    k.add_argument("--domain", type=int, default=None, help="restrict governance and permissions to this ROS domain id")
-    k.add_argument("--days", type=int, default=3650, help="validity of the certificates and permissions, days")
-    k.add_argument("--graph-file", type=Path, default=None, help="graph description (default launch/graph.yaml)")
-    k.add_argument("--check", action="store_true", help="then start one secured rclpy node to see that this ROS can use it")
+    k = sub.add_parser(
+        "keystore",
+        help="generate (or extend) a keystore: a CA, one enclave per node process, "
+        "governance and permissions (only teleop / policy command the followers; "
+        "only /duet/operator calls lifecycle services)",
+    )
+    k.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="keystore directory (created; an existing keystore is extended)",
+    )
+    k.add_argument(
+        "--graph",
+        action="append",
+        default=[],
+        help="graph of launch/graph.yaml (repeatable; default: every graph)",
+    )
+    k.add_argument(
+        "--config", default="aloha", help="rig: a shipped rig name or a rig YAML path (default aloha)"
+    )
+    k.add_argument(
+        "--domain", type=int, default=None, help="restrict governance and permissions to this ROS domain id"
+    )
+    k.add_argument(
+        "--days", type=int, default=3650, help="validity of the certificates and permissions, days"
+    )
+    k.add_argument(
+        "--graph-file", type=Path, default=None, help="graph description (default launch/graph.yaml)"
+    )
+    k.add_argument(
+        "--check",
+        action="store_true",
+        help="then start one secured rclpy node to see that this ROS can use it",
+    )
     k.set_defaults(func=cmd_security_keystore)
 
 
@@ -78,11 +127,15 @@ def cmd_security_keystore(args) -> int:
     policy = security.graph_policy(args.graph or None, args.config, load_graph(args.graph_file))
     names = security.create_keystore(args.out, policy, args.domain, args.days)
     print(f"keystore {args.out}: {len(names)} enclaves ({', '.join(names)})")
-    print(f"  follower commands: published only by {', '.join(security.COMMAND_KINDS)}; lifecycle services: "
-          f"called only from {security.enclave_of(security.OPERATOR)}")
-    print(f"  run: duet up GRAPH --keystore {args.out}; operator tools: ROS_SECURITY_KEYSTORE={args.out} "
-          f"ROS_SECURITY_ENABLE=true ROS_SECURITY_STRATEGY=Enforce ROS_SECURITY_ENCLAVE_OVERRIDE="
-          f"{security.enclave_of(security.OPERATOR)} ros2 lifecycle ...")
+    print(
+        f"  follower commands: published only by {', '.join(security.COMMAND_KINDS)}; lifecycle services: "
+        f"called only from {security.enclave_of(security.OPERATOR)}"
+    )
+    print(
+        f"  run: duet up GRAPH --keystore {args.out}; operator tools: ROS_SECURITY_KEYSTORE={args.out} "
+        f"ROS_SECURITY_ENABLE=true ROS_SECURITY_STRATEGY=Enforce ROS_SECURITY_ENCLAVE_OVERRIDE="
+        f"{security.enclave_of(security.OPERATOR)} ros2 lifecycle ..."
+    )
     if args.check:
         security.check_rmw_security(args.out)
         print("  check: a secured node started in this environment")
@@ -108,13 +161,22 @@ def cmd_sim_collect(args) -> int:
     try:
         from duet_ros.orchestrate import CollectOptions, collect
     except ImportError as e:
-        raise DuetError(f"--via-ros needs ROS 2 (rclpy) and the duet_ros package ({e}); run make setup") from None
+        raise DuetError(
+            f"--via-ros needs ROS 2 (rclpy) and the duet_ros package ({e}); run make setup"
+        ) from None
     rig = args.rig
     if args.task != "transfer_cube" or args.cameras or args.camera_size or args.camera_fps:
         rig = _derived_rig(args)
     log_dir = Path(args.log_dir) if args.log_dir else Path(str(args.out).rstrip("/") + ".logs")
-    opts = CollectOptions(dataset=args.out, episodes=args.episodes, seed=args.seed, rig=rig,
-                          keep_failed=args.keep_failed, log_dir=log_dir, overrides=parse_sets(args.set))
+    opts = CollectOptions(
+        dataset=args.out,
+        episodes=args.episodes,
+        seed=args.seed,
+        rig=rig,
+        keep_failed=args.keep_failed,
+        log_dir=log_dir,
+        overrides=parse_sets(args.set),
+    )
     if args.render_quality != "fast":
         opts.overrides.setdefault("sim", {})["render_quality"] = args.render_quality
     outcomes = collect(opts)
@@ -124,7 +186,9 @@ def cmd_sim_collect(args) -> int:
     if args.report:
         out = Path(args.report)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"rig": rig, "via_ros": True, "episodes": [o.__dict__ for o in outcomes]}, indent=1))
+        out.write_text(
+            json.dumps({"rig": rig, "via_ros": True, "episodes": [o.__dict__ for o in outcomes]}, indent=1)
+        )
         print(f"report: {out}")
     return 0 if kept == len(outcomes) else 1
 
@@ -166,10 +230,18 @@ def cmd_sim_deploy(args) -> int:
     try:
         from duet_ros.orchestrate import deploy
     except ImportError as e:
-        raise DuetError(f"sim deploy needs ROS 2 (rclpy) and the duet_ros package ({e}); run make setup") from None
+        raise DuetError(
+            f"sim deploy needs ROS 2 (rclpy) and the duet_ros package ({e}); run make setup"
+        ) from None
     log_dir = Path(args.log_dir) if args.log_dir else Path(args.checkpoint).resolve().parent / "deploy-logs"
-    out = deploy(args.rig, args.checkpoint, seconds=args.seconds, seed=args.seed, log_dir=log_dir,
-                 overrides=parse_sets(args.set))
+    out = deploy(
+        args.rig,
+        args.checkpoint,
+        seconds=args.seconds,
+        seed=args.seed,
+        log_dir=log_dir,
+        overrides=parse_sets(args.set),
+    )
     print(out.summary())
     for e in out.events:
         print(f"  policy event: {e}")
@@ -194,8 +266,13 @@ def _add_graph_arguments(p) -> None:
         return  # a broken graph file is reported when `duet up` loads it
     for name, a in arguments.items():
         try:
-            p.add_argument(f"--{name.replace('_', '-')}", dest=f"graph_arg_{name}", default=None, metavar="VALUE",
-                           help=f"{a.help} (graph argument: sets {a.node}:{a.param})")
+            p.add_argument(
+                f"--{name.replace('_', '-')}",
+                dest=f"graph_arg_{name}",
+                default=None,
+                metavar="VALUE",
+                help=f"{a.help} (graph argument: sets {a.node}:{a.param})",
+            )
         except argparse.ArgumentError:
             continue  # clashes with an option of duet up: use --set NODE:PARAM=VALUE
 
@@ -210,9 +287,13 @@ def parse_sets(items: list[str]) -> dict[str, dict]:
     for item in items:
         node, sep, rest = item.partition(":")
         if not sep or not node or "=" not in rest:
-            raise ConfigError(f"--set {item!r}: expected NODE:KEY=VALUE, e.g. left_follower:fault_scenario=lossy_1pct")
+            raise ConfigError(
+                f"--set {item!r}: expected NODE:KEY=VALUE, e.g. left_follower:fault_scenario=lossy_1pct"
+            )
         path, value = parse_override(rest)
-        if isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value)):
+        if isinstance(value, dict) or (
+            isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value)
+        ):
             value = json.dumps(value)  # ROS parameters hold no nested structures (duet.config.flatten)
         out.setdefault(node, {})[".".join(path)] = value
     return out
@@ -245,14 +326,19 @@ def cmd_up(args) -> int:
     names = [n for s in everything for n in s.node_names()]
     unknown = sorted(set(overrides) - set(names) - {"*"})
     if unknown:
-        raise ConfigError(f"--set for node {unknown[0]!r}: not in graph {args.graph!r} (nodes: {', '.join(names)})")
+        raise ConfigError(
+            f"--set for node {unknown[0]!r}: not in graph {args.graph!r} (nodes: {', '.join(names)})"
+        )
     specs = select(everything, args.only, args.skip)
     given = {name: getattr(args, f"graph_arg_{name}", None) for name in desc.all_arguments()}
     for node, params in desc.argument_parameters(args.graph, given, [s.name for s in specs]).items():
         overrides[node] = {**params, **overrides.get(node, {})}  # an explicit --set wins
     keystore = args.keystore
-    if keystore is None and os.environ.get("ROS_SECURITY_ENABLE", "").lower() == "true" \
-            and os.environ.get("ROS_SECURITY_KEYSTORE"):
+    if (
+        keystore is None
+        and os.environ.get("ROS_SECURITY_ENABLE", "").lower() == "true"
+        and os.environ.get("ROS_SECURITY_KEYSTORE")
+    ):
         keystore = Path(os.environ["ROS_SECURITY_KEYSTORE"])
     if keystore is not None:
         from duet_ros import security
@@ -266,13 +352,23 @@ def cmd_up(args) -> int:
     if args.dry_run:
         for c in runner.children:
             print(" ".join(c.argv))
-            print("  " + node_params_yaml(c.spec, {**overrides.get("*", {}), **overrides.get(c.spec.name, {})},
-                                          {h.name: {**overrides.get("*", {}), **overrides.get(h.name, {})}
-                                           for h in c.spec.hosted})
-                  .replace("\n", "\n  ").rstrip())
+            print(
+                "  "
+                + node_params_yaml(
+                    c.spec,
+                    {**overrides.get("*", {}), **overrides.get(c.spec.name, {})},
+                    {h.name: {**overrides.get("*", {}), **overrides.get(h.name, {})} for h in c.spec.hosted},
+                )
+                .replace("\n", "\n  ")
+                .rstrip()
+            )
         runner.stop()
         return 0
     runner.start()
-    print(f"[duet up] {args.graph}{' (mock hardware)' if args.mock else ''}: "
-          + ", ".join(f"{c.spec.name}[{c.proc.pid}]" for c in runner.children), file=sys.stderr, flush=True)
+    print(
+        f"[duet up] {args.graph}{' (mock hardware)' if args.mock else ''}: "
+        + ", ".join(f"{c.spec.name}[{c.proc.pid}]" for c in runner.children),
+        file=sys.stderr,
+        flush=True,
+    )
     return runner.wait()

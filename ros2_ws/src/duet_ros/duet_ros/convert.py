@@ -111,8 +111,9 @@ def msg_to_joint_state(msg: JointStateMsg, mapper: TimeMapper) -> JointState:
     )
 
 
-def command_to_msg(names: tuple[str, ...] | list[str], position: np.ndarray, stamp: float,
-                   mapper: TimeMapper) -> JointStateMsg:
+def command_to_msg(
+    names: tuple[str, ...] | list[str], position: np.ndarray, stamp: float, mapper: TimeMapper
+) -> JointStateMsg:
     msg = JointStateMsg()
     msg.header.stamp = mapper.to_msg(stamp)
     msg.name = list(names)
@@ -120,7 +121,9 @@ def command_to_msg(names: tuple[str, ...] | list[str], position: np.ndarray, sta
     return msg
 
 
-def msg_to_command(msg: JointStateMsg, mapper: TimeMapper, names: tuple[str, ...]) -> tuple[np.ndarray, float]:
+def msg_to_command(
+    msg: JointStateMsg, mapper: TimeMapper, names: tuple[str, ...]
+) -> tuple[np.ndarray, float]:
     """(position in `names` order, stamp on the monotonic clock). Raises ValueError when
     the joints do not match; the safety function rejects non-finite values later."""
     if tuple(msg.name) != tuple(names):
@@ -143,7 +146,9 @@ JPEG_FORMAT = "rgb8; jpeg compressed bgr8"  # image_transport's compressed forma
 def encode_jpeg(color_rgb: np.ndarray, quality: int) -> bytes:
     import cv2
 
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(color_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    ok, buf = cv2.imencode(
+        ".jpg", cv2.cvtColor(color_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    )
     if not ok:
         raise ValueError("JPEG encoding failed")
     return buf.tobytes()
@@ -159,7 +164,9 @@ def decode_jpeg(data: bytes) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def frame_to_compressed(frame: Frame, mapper: TimeMapper, frame_id: str, quality: int = 90) -> CompressedImage:
+def frame_to_compressed(
+    frame: Frame, mapper: TimeMapper, frame_id: str, quality: int = 90
+) -> CompressedImage:
     """A frame as JPEG; a frame the device delivered as JPEG is passed through unchanged."""
     msg = CompressedImage()
     msg.header.stamp = mapper.to_msg(frame.stamp)
@@ -237,8 +244,9 @@ def _flat_items(values: dict[str, Any], prefix: str = "") -> list[tuple[str, str
     return out
 
 
-def diagnostic_status(name: str, hardware_id: str, level: bytes, message: str,
-                      values: dict[str, Any]) -> DiagnosticStatus:
+def diagnostic_status(
+    name: str, hardware_id: str, level: bytes, message: str, values: dict[str, Any]
+) -> DiagnosticStatus:
     st = DiagnosticStatus()
     st.name = name
     st.hardware_id = hardware_id

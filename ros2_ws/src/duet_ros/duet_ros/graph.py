@@ -55,7 +55,9 @@ class NodeKind:
         try:
             obj = getattr(importlib.import_module(module), cls)
         except (ImportError, AttributeError):
-            raise ConfigError(f"graph kind {self.name!r}: config {self.config!r} not found (module:Class)") from None
+            raise ConfigError(
+                f"graph kind {self.name!r}: config {self.config!r} not found (module:Class)"
+            ) from None
         if not dataclasses.is_dataclass(obj):
             raise ConfigError(f"graph kind {self.name!r}: {self.config} is not a dataclass")
         return obj
@@ -134,7 +136,9 @@ class GraphDescription:
                 if not isinstance(a, dict) or ":" not in str(a.get("set", "")):
                     raise ConfigError(f"{self.path}: graph {g!r} argument {name!r} needs set: NODE:PARAM")
                 node, _, param = str(a["set"]).partition(":")
-                out[name] = GraphArgument(name, node, param, str(a.get("help", "")), bool(a.get("required", False)))
+                out[name] = GraphArgument(
+                    name, node, param, str(a.get("help", "")), bool(a.get("required", False))
+                )
         return out
 
     def all_arguments(self) -> dict[str, GraphArgument]:
@@ -144,8 +148,9 @@ class GraphDescription:
             out.update(self.arguments(g))
         return out
 
-    def argument_parameters(self, graph: str, values: dict[str, Any],
-                            nodes: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    def argument_parameters(
+        self, graph: str, values: dict[str, Any], nodes: list[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
         """{node: {param: value}} for the given argument values (None = not given). Raises
         ConfigError for an argument the graph does not have, or a required one missing
         (only for `nodes`, when given)."""
@@ -156,12 +161,16 @@ class GraphDescription:
                 continue
             if name not in args:
                 have = ", ".join(args) or "none"
-                raise ConfigError(f"argument {name!r} is not an argument of graph {graph!r} (its arguments: {have})")
+                raise ConfigError(
+                    f"argument {name!r} is not an argument of graph {graph!r} (its arguments: {have})"
+                )
             a = args[name]
             out.setdefault(a.node, {})[a.param] = value
         for a in args.values():
             if a.required and values.get(a.name) is None and (nodes is None or a.node in nodes):
-                raise ConfigError(f"graph {graph!r} needs argument {a.name!r}: {a.help} (e.g. --{a.name} VALUE)")
+                raise ConfigError(
+                    f"graph {graph!r} needs argument {a.name!r}: {a.help} (e.g. --{a.name} VALUE)"
+                )
         return out
 
     def _chain(self, graph: str, seen: tuple[str, ...] = ()) -> list[str]:
@@ -189,7 +198,9 @@ def load_graph(path: str | Path | None = None) -> GraphDescription:
         if for_each not in ("", "arms", "cameras"):
             raise ConfigError(f"{p}: kind {name!r}: for_each must be arms or cameras, got {for_each!r}")
         if for_each and not k.get("device_param"):
-            raise ConfigError(f"{p}: kind {name!r}: for_each needs device_param (the parameter naming the device)")
+            raise ConfigError(
+                f"{p}: kind {name!r}: for_each needs device_param (the parameter naming the device)"
+            )
         if not for_each and not k.get("name"):
             raise ConfigError(f"{p}: kind {name!r}: give name (the node name) or for_each")
         kinds[name] = NodeKind(
@@ -204,7 +215,9 @@ def load_graph(path: str | Path | None = None) -> GraphDescription:
             host_backend=str(k.get("host_backend", "") or ""),
         )
         if bool(kinds[name].hosts) != bool(kinds[name].host_backend) or (kinds[name].hosts and for_each):
-            raise ConfigError(f"{p}: kind {name!r}: a host kind needs name, hosts and host_backend (no for_each)")
+            raise ConfigError(
+                f"{p}: kind {name!r}: a host kind needs name, hosts and host_backend (no for_each)"
+            )
     graphs = data.get("graphs") or {}
     for g, spec in graphs.items():
         for k in spec.get("nodes", []) or []:
@@ -249,7 +262,9 @@ def expand(
     names = [n for s in out for n in s.node_names()]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise ConfigError(f"graph {graph!r}: two nodes named {dup[0]!r}; rename the device or the kind's node")
+        raise ConfigError(
+            f"graph {graph!r}: two nodes named {dup[0]!r}; rename the device or the kind's node"
+        )
     return out
 
 

@@ -50,8 +50,12 @@ def graph_launch(graph: str, graph_file=None):
             security.check_enclaves(keystore, [s.name for s in specs])
             updates.update(security.security_environment(keystore))
         actions = [SetEnvironmentVariable(k, v) for k, v in updates.items()]
-        actions.append(LogInfo(msg=f"[duet] {graph}: network: "
-                                   f"{network_summary({**env, **updates}, 'ROS_AUTOMATIC_DISCOVERY_RANGE' in updates)}"))
+        actions.append(
+            LogInfo(
+                msg=f"[duet] {graph}: network: "
+                f"{network_summary({**env, **updates}, 'ROS_AUTOMATIC_DISCOVERY_RANGE' in updates)}"
+            )
+        )
         for spec in specs:
             kwargs = spec.launch_kwargs()
             if spec.name in extra:
@@ -63,19 +67,29 @@ def graph_launch(graph: str, graph_file=None):
 
     def generate_launch_description() -> LaunchDescription:
         graph_args = [
-            DeclareLaunchArgument(a.name, description=a.help) if a.required
+            DeclareLaunchArgument(a.name, description=a.help)
+            if a.required
             else DeclareLaunchArgument(a.name, default_value="", description=a.help)
             for a in load_graph(graph_file).arguments(graph).values()
         ]
-        return LaunchDescription([
-            DeclareLaunchArgument("use_mock_hardware", default_value="false",
-                                  description="drive mock hardware instead of the real arms and cameras"),
-            DeclareLaunchArgument("config", default_value="aloha",
-                                  description="rig: a shipped rig name or a rig YAML path"),
-            DeclareLaunchArgument("keystore", default_value="",
-                                  description="SROS2 keystore (duet security keystore): DDS security, Enforce"),
-            *graph_args,
-            OpaqueFunction(function=_nodes),
-        ])
+        return LaunchDescription(
+            [
+                DeclareLaunchArgument(
+                    "use_mock_hardware",
+                    default_value="false",
+                    description="drive mock hardware instead of the real arms and cameras",
+                ),
+                DeclareLaunchArgument(
+                    "config", default_value="aloha", description="rig: a shipped rig name or a rig YAML path"
+                ),
+                DeclareLaunchArgument(
+                    "keystore",
+                    default_value="",
+                    description="SROS2 keystore (duet security keystore): DDS security, Enforce",
+                ),
+                *graph_args,
+                OpaqueFunction(function=_nodes),
+            ]
+        )
 
     return generate_launch_description

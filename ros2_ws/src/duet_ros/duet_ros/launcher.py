@@ -44,7 +44,9 @@ def find_executable(name: str) -> str:
     )
 
 
-def node_argv(spec: NodeSpec, params_file: Path, executable: str | None = None, enclave: str = "") -> list[str]:
+def node_argv(
+    spec: NodeSpec, params_file: Path, executable: str | None = None, enclave: str = ""
+) -> list[str]:
     argv = [executable or find_executable(spec.executable), "--ros-args", "-r", f"__node:={spec.name}"]
     if enclave:  # DDS security: the process runs as this enclave of the keystore (duet_ros.security)
         argv += ["--enclave", enclave]
@@ -69,11 +71,16 @@ def network_summary(env: dict[str, str], set_by_duet: bool = False) -> str:
     """One line: the discovery range and ROS domain of nodes started with `env`."""
     rng = env.get(DISCOVERY_RANGE, "")
     if rng:
-        how = "(set by duet for mock hardware: this host only)" if set_by_duet else f"(from {DISCOVERY_RANGE})"
+        how = (
+            "(set by duet for mock hardware: this host only)" if set_by_duet else f"(from {DISCOVERY_RANGE})"
+        )
     elif env.get(LOCALHOST_ONLY) == "1":
         rng, how = "LOCALHOST", f"(from the deprecated {LOCALHOST_ONLY}=1)"
     else:
-        rng, how = "SUBNET", f"(ROS default: every host of the subnet; {DISCOVERY_RANGE}=LOCALHOST keeps it on this host)"
+        rng, how = (
+            "SUBNET",
+            f"(ROS default: every host of the subnet; {DISCOVERY_RANGE}=LOCALHOST keeps it on this host)",
+        )
     dom = env.get("ROS_DOMAIN_ID", "")
     domain = f"ROS domain {dom}" if dom else "ROS domain 0 (ROS_DOMAIN_ID unset)"
     if env.get("ROS_SECURITY_ENABLE", "").lower() == "true":
@@ -83,8 +90,11 @@ def network_summary(env: dict[str, str], set_by_duet: bool = False) -> str:
     return f"discovery range {rng} {how}, {domain}, {sec}"
 
 
-def node_params_yaml(spec: NodeSpec, overrides: dict[str, Any] | None = None,
-                     hosted_overrides: dict[str, dict[str, Any]] | None = None) -> str:
+def node_params_yaml(
+    spec: NodeSpec,
+    overrides: dict[str, Any] | None = None,
+    hosted_overrides: dict[str, dict[str, Any]] | None = None,
+) -> str:
     """The node's parameter file; a host node's (NodeSpec.hosted) also holds a section per
     hosted node (its graph parameters and overrides), which the host hands to each of them."""
     params = {**spec.parameters, **(overrides or {})}
@@ -106,7 +116,9 @@ class Child:
 @dataclass
 class GraphRunner:
     specs: list[NodeSpec]
-    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # node name (or "*") -> params; others ignored
+    overrides: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # node name (or "*") -> params; others ignored
     log_dir: Path | None = None
     env: dict[str, str] | None = None
     keystore: Path | None = None  # SROS2 keystore (duet_ros.security): every node in its enclave, Enforce
@@ -118,7 +130,9 @@ class GraphRunner:
         for spec in self.specs:
             over = {**self.overrides.get("*", {}), **self.overrides.get(spec.name, {})}
             self.local = self.local and bool({**spec.parameters, **over}.get("use_mock_hardware", False))
-            hosted = {h.name: {**self.overrides.get("*", {}), **self.overrides.get(h.name, {})} for h in spec.hosted}
+            hosted = {
+                h.name: {**self.overrides.get("*", {}), **self.overrides.get(h.name, {})} for h in spec.hosted
+            }
             pf = self._tmp / f"{spec.name}.yaml"
             pf.write_text(node_params_yaml(spec, over, hosted))
             enclave = security.enclave_of(spec.name) if self.keystore is not None else ""

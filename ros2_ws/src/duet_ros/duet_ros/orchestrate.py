@@ -62,21 +62,33 @@ class EpisodeOutcome:
 
     def summary(self) -> str:
         verdict = "success" if self.success else "failure"
-        why = ("task failed" if not self.success else "not held at the end" if self.stage < self.max_stage
-               else "teleop left mirroring or the operator's IK fell short")
+        why = (
+            "task failed"
+            if not self.success
+            else "not held at the end"
+            if self.stage < self.max_stage
+            else "teleop left mirroring or the operator's IK fell short"
+        )
         flag = f"  FLAGGED ({why})" if self.flagged else ""
-        return (f"episode {self.index} seed {self.seed}: {verdict}, stage {self.max_stage_reached}/{self.max_stage} "
-                f"({self.stage_name}), end stage {self.stage}, {self.wall_s:.1f} s{flag} -> {self.line}")
+        return (
+            f"episode {self.index} seed {self.seed}: {verdict}, stage {self.max_stage_reached}/{self.max_stage} "
+            f"({self.stage_name}), end stage {self.stage}, {self.wall_s:.1f} s{flag} -> {self.line}"
+        )
 
 
 # The teleop settings scripted collection needs: the ALOHA start gesture off (the operator
 # closes both grippers during a hand-over), and sample-age limits that a loaded 2-core
 # machine keeps (the defaults suit a dedicated workstation).
 DEFAULT_OVERRIDES: dict[str, dict[str, Any]] = {
-    "teleop": {"teleop.gesture.enabled": False, "teleop.leader_max_age_s": 0.3, "teleop.leader_lost_s": 3.0,
-               "teleop.follower_max_age_s": 0.3,
-               # a follower gripper closed on the cube stays ~0.7 (normalized) from its leader's
-               "teleop.track_error_limit": 1.2, "teleop.track_error_time_s": 2.0},
+    "teleop": {
+        "teleop.gesture.enabled": False,
+        "teleop.leader_max_age_s": 0.3,
+        "teleop.leader_lost_s": 3.0,
+        "teleop.follower_max_age_s": 0.3,
+        # a follower gripper closed on the cube stays ~0.7 (normalized) from its leader's
+        "teleop.track_error_limit": 1.2,
+        "teleop.track_error_time_s": 2.0,
+    },
     "recorder": {"follow_teleop": False, "operator": "scripted"},
     "*": {"command_max_age_s": 0.3},
 }
@@ -125,8 +137,9 @@ class GraphClient:
         for topic in ("/teleop/state", "/recorder/state", "/policy/state"):
             self.node.create_subscription(String, topic, lambda m, t=topic: self._set(t, m.data), LATCHED)
         self.node.create_subscription(String, "/sim/status", self._sim, LATCHED)
-        self.node.create_subscription(String, "/recorder/health",
-                                      lambda m: self.health.append(m.data), latched_qos(10))
+        self.node.create_subscription(
+            String, "/recorder/health", lambda m: self.health.append(m.data), latched_qos(10)
+        )
         self._clients: dict[str, Any] = {}
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
@@ -166,8 +179,11 @@ class GraphClient:
     def _check_alive(self) -> None:
         if self.runner is None:
             return
-        dead = [(c.spec.name, c.proc.returncode) for c in self.runner.children
-                if c.proc is not None and c.proc.poll() is not None]
+        dead = [
+            (c.spec.name, c.proc.returncode)
+            for c in self.runner.children
+            if c.proc is not None and c.proc.poll() is not None
+        ]
         if dead:
             name, rc = dead[0]
             log = f" (log: {self.log_dir / (name + '.log')})" if self.log_dir else ""
@@ -215,8 +231,13 @@ class GraphClient:
         if client is None:
             client = self._clients[service] = self.node.create_client(SetParameters, service)
         self.wait_for(client.service_is_ready, timeout, f"service {service}")
-        req = SetParameters.Request(parameters=[Parameter(name=name, value=ParameterValue(
-            type=ParameterType.PARAMETER_STRING, string_value=value))])
+        req = SetParameters.Request(
+            parameters=[
+                Parameter(
+                    name=name, value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+                )
+            ]
+        )
         fut = client.call_async(req)
         self.wait_for(fut.done, timeout, f"{service} response")
         (r,) = fut.result().results
@@ -239,13 +260,17 @@ def start_recording(client: GraphClient, timeout: float) -> None:
     while time.monotonic() < end:
         ok, reason = client.call("/recorder/start")
         if ok or reason.startswith("already recording"):
-            client.wait_for(lambda: client.topic_state("/recorder/state") == "recording", 5.0, "recorder state")
+            client.wait_for(
+                lambda: client.topic_state("/recorder/state") == "recording", 5.0, "recorder state"
+            )
             return
         time.sleep(0.5)
     raise DuetError(f"the recorder did not start within {timeout:g} s ({reason}); see the recorder log")
 
 
-def run_episode(client: GraphClient, index: int, opts: CollectOptions, log: Callable[[str], None]) -> EpisodeOutcome:
+def run_episode(
+    client: GraphClient, index: int, opts: CollectOptions, log: Callable[[str], None]
+) -> EpisodeOutcome:
     """One scripted teleop episode through the graph (module doc, steps 1-5)."""
     wall0 = time.monotonic()
     if client.topic_state("/teleop/state") not in ("", "idle"):
@@ -254,22 +279,30 @@ def run_episode(client: GraphClient, index: int, opts: CollectOptions, log: Call
     ok, msg = client.call("/sim/reset")
     if not ok:
         raise DuetError(f"/sim/reset refused: {msg}")
-    resets = client.wait_for(lambda: client.sim_status().get("resets", 0) and client.sim_status(), 10.0,
-                             "the sim status after reset")
+    resets = client.wait_for(
+        lambda: client.sim_status().get("resets", 0) and client.sim_status(),
+        10.0,
+        "the sim status after reset",
+    )
     seed = resets.get("seed")
     log(f"  reset: {msg}")
     ok, msg = client.call("/teleop/start")
     if not ok:
         raise DuetError(f"/teleop/start refused: {msg}")
-    client.wait_for(lambda: client.topic_state("/teleop/state") == "mirroring", 30.0,
-                    "teleop mirroring (ramp to the leader pose)")
+    client.wait_for(
+        lambda: client.topic_state("/teleop/state") == "mirroring",
+        30.0,
+        "teleop mirroring (ramp to the leader pose)",
+    )
     start_recording(client, 30.0)
     ok, msg = client.call("/sim/run_operator", timeout=60.0)
     if not ok:
         client.call("/recorder/discard")
         raise DuetError(f"/sim/run_operator refused: {msg}")
     log(f"  {msg}")
-    duration = client.wait_for(lambda: client.sim_status().get("operator_duration_s"), 10.0, "the operator's plan")
+    duration = client.wait_for(
+        lambda: client.sim_status().get("operator_duration_s"), 10.0, "the operator's plan"
+    )
     last = -1.0
     while True:  # the operator runs; report progress, watch teleop
         s = client.sim_status()
@@ -280,7 +313,9 @@ def run_episode(client: GraphClient, index: int, opts: CollectOptions, log: Call
         t = float(s.get("operator_time_s", 0.0))
         if t - last >= 2.0:
             last = t
-            log(f"  operator {t:4.1f}/{duration:.1f} s, stage {s.get('stage')} (max {s.get('max_stage_reached')})")
+            log(
+                f"  operator {t:4.1f}/{duration:.1f} s, stage {s.get('stage')} (max {s.get('max_stage_reached')})"
+            )
         client._check_alive()
         time.sleep(0.1)
         if time.monotonic() - wall0 > 4 * duration + 60:
@@ -288,16 +323,25 @@ def run_episode(client: GraphClient, index: int, opts: CollectOptions, log: Call
     time.sleep(opts.settle_s)
     s = client.sim_status()
     teleop_ok = client.topic_state("/teleop/state") == "mirroring"
-    done = bool(s.get("success")) and int(s.get("stage", 0)) >= int(s.get("max_stage", 1)) \
+    done = (
+        bool(s.get("success"))
+        and int(s.get("stage", 0)) >= int(s.get("max_stage", 1))
         and s.get("plan_reachable", True) is not False
+    )
     flagged = not (done and teleop_ok)
     n_health = len(client.health)
     # What the recorder cannot know: the scene's seed and how the demonstration went.
-    outcome = {"seed": seed, "sim": True, "success": bool(s.get("success")),
-               "max_stage": int(s.get("max_stage_reached", 0)), "final_stage": int(s.get("stage", 0)),
-               "object_poses": s.get("object_poses")}
-    ok, why = client.set_parameter("recorder", "episode_meta", json.dumps({k: v for k, v in outcome.items()
-                                                                           if v is not None}))
+    outcome = {
+        "seed": seed,
+        "sim": True,
+        "success": bool(s.get("success")),
+        "max_stage": int(s.get("max_stage_reached", 0)),
+        "final_stage": int(s.get("stage", 0)),
+        "object_poses": s.get("object_poses"),
+    }
+    ok, why = client.set_parameter(
+        "recorder", "episode_meta", json.dumps({k: v for k, v in outcome.items() if v is not None})
+    )
     if not ok:
         log(f"  recorder refused the episode metadata: {why}")
     if flagged and not opts.keep_failed:
@@ -316,9 +360,16 @@ def run_episode(client: GraphClient, index: int, opts: CollectOptions, log: Call
         line += f" (teleop left mirroring: {client.topic_state('/teleop/state')})"
     client.call("/teleop/stop")
     return EpisodeOutcome(
-        index=index, seed=seed, success=bool(s.get("success")), stage=int(s.get("stage", 0)),
-        max_stage_reached=int(s.get("max_stage_reached", 0)), max_stage=int(s.get("max_stage", 0)),
-        stage_name=str(s.get("stage_name", "")), flagged=flagged, kept=kept, line=line,
+        index=index,
+        seed=seed,
+        success=bool(s.get("success")),
+        stage=int(s.get("stage", 0)),
+        max_stage_reached=int(s.get("max_stage_reached", 0)),
+        max_stage=int(s.get("max_stage", 0)),
+        stage_name=str(s.get("stage_name", "")),
+        flagged=flagged,
+        kept=kept,
+        line=line,
         wall_s=time.monotonic() - wall0,
     )
 
@@ -347,10 +398,18 @@ def collect(opts: CollectOptions, log: Callable[[str], None] = print) -> list[Ep
     outcomes: list[EpisodeOutcome] = []
     try:
         client = GraphClient(runner, log_dir)
-        for svc in ("/sim/reset", "/sim/run_operator", "/teleop/start", "/recorder/stop", "/recorder/discard"):
+        for svc in (
+            "/sim/reset",
+            "/sim/run_operator",
+            "/teleop/start",
+            "/recorder/stop",
+            "/recorder/discard",
+        ):
             client.wait_service(svc, opts.start_timeout_s)
         client.wait_for(lambda: client.sim_status(), opts.start_timeout_s, "/sim/status")
-        log(f"graph up in {time.monotonic() - t0:.1f} s (ROS_DOMAIN_ID={os.environ.get('ROS_DOMAIN_ID', '0')})")
+        log(
+            f"graph up in {time.monotonic() - t0:.1f} s (ROS_DOMAIN_ID={os.environ.get('ROS_DOMAIN_ID', '0')})"
+        )
         for i in range(opts.episodes):
             log(f"episode {i + 1}/{opts.episodes}")
             out = run_episode(client, i, opts, log)
@@ -379,13 +438,23 @@ class DeployOutcome:
 
     def summary(self) -> str:
         n = ", ".join(f"{k} {v}" for k, v in self.commands.items())
-        return (f"policy commanded {self.seconds:.1f} s: {n} commands ({self.command_rate_hz:.1f} Hz per follower), "
-                f"stage {self.max_stage_reached}/{self.max_stage} ({'success' if self.success else 'no success'})")
+        return (
+            f"policy commanded {self.seconds:.1f} s: {n} commands ({self.command_rate_hz:.1f} Hz per follower), "
+            f"stage {self.max_stage_reached}/{self.max_stage} ({'success' if self.success else 'no success'})"
+        )
 
 
-def deploy(rig: str, checkpoint: str, seconds: float = 15.0, seed: int = 100000, log_dir: Path | None = None,
-           overrides: dict[str, dict[str, Any]] | None = None, isolate: bool = True, start_timeout_s: float = 120.0,
-           log: Callable[[str], None] = print) -> DeployOutcome:
+def deploy(
+    rig: str,
+    checkpoint: str,
+    seconds: float = 15.0,
+    seed: int = 100000,
+    log_dir: Path | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    isolate: bool = True,
+    start_timeout_s: float = 120.0,
+    log: Callable[[str], None] = print,
+) -> DeployOutcome:
     """`duet up deploy --sim --checkpoint DIR` in real time: reset the sim, /policy/start,
     let the policy drive the followers for `seconds` (counting the commands that reach the
     followers' command topics), /policy/stop."""
@@ -401,15 +470,24 @@ def deploy(rig: str, checkpoint: str, seconds: float = 15.0, seed: int = 100000,
     if isolate:
         isolate_ros_domain()
     # observation age limits a loaded 2-core machine keeps (the server's defaults suit a workstation)
-    over: dict[str, dict[str, Any]] = {"policy": {"checkpoint": str(checkpoint), "device": "cpu",
-                                                  "server.max_state_age_s": 0.3, "server.max_camera_age_s": 0.4},
-                                       "sim": {"seed": int(seed)}, "*": {"command_max_age_s": 0.3}}
+    over: dict[str, dict[str, Any]] = {
+        "policy": {
+            "checkpoint": str(checkpoint),
+            "device": "cpu",
+            "server.max_state_age_s": 0.3,
+            "server.max_camera_age_s": 0.4,
+        },
+        "sim": {"seed": int(seed)},
+        "*": {"command_max_age_s": 0.3},
+    }
     for node, params in (overrides or {}).items():
         over.setdefault(node, {}).update(params)
     t0 = time.monotonic()
     runner = start_graph("deploy", rig, over, log_dir)
-    log(f"graph deploy on {rig_cfg.name} (sim, real time): {', '.join(c.spec.name for c in runner.children)}; "
-        f"logs in {log_dir}")
+    log(
+        f"graph deploy on {rig_cfg.name} (sim, real time): {', '.join(c.spec.name for c in runner.children)}; "
+        f"logs in {log_dir}"
+    )
     client = None
     try:
         client = GraphClient(runner, log_dir)
@@ -425,7 +503,9 @@ def deploy(rig: str, checkpoint: str, seconds: float = 15.0, seed: int = 100000,
         rel = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         for f in followers:
             client.node.create_subscription(JointStateMsg, f"/{f}/command", lambda m, f=f: _count(f), rel)
-        client.node.create_subscription(String, "/policy/events", lambda m: events.append(m.data), QoSProfile(depth=50))
+        client.node.create_subscription(
+            String, "/policy/events", lambda m: events.append(m.data), QoSProfile(depth=50)
+        )
         for svc in ("/sim/reset", "/policy/start", "/policy/stop"):
             client.wait_service(svc, start_timeout_s)
         client.wait_for(lambda: client.sim_status(), start_timeout_s, "/sim/status")
@@ -448,17 +528,24 @@ def deploy(rig: str, checkpoint: str, seconds: float = 15.0, seed: int = 100000,
                 s = client.sim_status()
                 with lock:
                     n = sum(counts[f] - base[f] for f in followers)
-                log(f"  {last - start:4.1f}/{seconds:g} s: {n} commands, stage {s.get('stage')} "
-                    f"(max {s.get('max_stage_reached')})")
+                log(
+                    f"  {last - start:4.1f}/{seconds:g} s: {n} commands, stage {s.get('stage')} "
+                    f"(max {s.get('max_stage_reached')})"
+                )
         elapsed = time.monotonic() - start
         with lock:
             got = {f: counts[f] - base[f] for f in followers}
         s = client.sim_status()
         ok, msg = client.call("/policy/stop")
         return DeployOutcome(
-            seconds=elapsed, commands=got, command_rate_hz=sum(got.values()) / max(1, len(got)) / max(elapsed, 1e-9),
-            max_stage_reached=int(s.get("max_stage_reached", 0)), max_stage=int(s.get("max_stage", 0)),
-            success=bool(s.get("success")), policy_state=client.topic_state("/policy/state"), events=events[-10:],
+            seconds=elapsed,
+            commands=got,
+            command_rate_hz=sum(got.values()) / max(1, len(got)) / max(elapsed, 1e-9),
+            max_stage_reached=int(s.get("max_stage_reached", 0)),
+            max_stage=int(s.get("max_stage", 0)),
+            success=bool(s.get("success")),
+            policy_state=client.topic_state("/policy/state"),
+            events=events[-10:],
         )
     finally:
         if client is not None:

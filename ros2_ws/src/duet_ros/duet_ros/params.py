@@ -58,14 +58,18 @@ def declared_parameters(cls: type) -> dict[str, Any]:
 def declare_config(node, cls: type[T]) -> T:
     names = declared_parameters(cls)
     for name, default in names.items():
-        node.declare_parameter(name, default, ParameterDescriptor(description=help_for(cls, name), dynamic_typing=True))
+        node.declare_parameter(
+            name, default, ParameterDescriptor(description=help_for(cls, name), dynamic_typing=True)
+        )
     values = {name: _plain(node.get_parameter(name).value) for name in names}
 
     def _read_only(params):  # the config is built once: say so instead of silently ignoring a set
         bad = [p.name for p in params if p.name in names]
         if bad:
-            return SetParametersResult(successful=False,
-                                       reason=f"{bad[0]} is read at startup; set it in the YAML / launch and restart the node")
+            return SetParametersResult(
+                successful=False,
+                reason=f"{bad[0]} is read at startup; set it in the YAML / launch and restart the node",
+            )
         return SetParametersResult(successful=True)
 
     node.add_on_set_parameters_callback(_read_only)

@@ -49,7 +49,9 @@ from duet_ros.runtime import LATCHED, PacedThread, run_node
 @dataclass
 class PolicyNodeConfig:
     rig: str = field("aloha", help="rig: a shipped rig name or a rig YAML path")
-    use_mock_hardware: bool = field(False, help="unused by the policy node itself (arms and cameras run in their nodes)")
+    use_mock_hardware: bool = field(
+        False, help="unused by the policy node itself (arms and cameras run in their nodes)"
+    )
     checkpoint: str = field("", help="policy checkpoint directory (duet train output)")
     device: str = field("auto", help="inference device: auto (cuda when available), cpu, cuda, cuda:1")
     bf16: bool = field(False, help="run inference under bfloat16 autocast (faster on recent CPUs and GPUs)")
@@ -64,7 +66,9 @@ class PolicyNodeConfig:
 
     def __post_init__(self):
         if not self.checkpoint:
-            raise ConfigError("policy node: parameter 'checkpoint' is required (a duet train checkpoint directory)")
+            raise ConfigError(
+                "policy node: parameter 'checkpoint' is required (a duet train checkpoint directory)"
+            )
         if self.diagnostics_rate_hz <= 0:
             raise ConfigError("policy node: diagnostics_rate_hz must be > 0")
         if not 0 <= self.rt_priority <= 99:
@@ -77,9 +81,16 @@ def follower_limits(rig, followers: list[str], use_mock: bool) -> tuple[SafetyLi
     from duet.hardware.factory import make_arm
 
     feats = [make_arm(rig, name, use_mock).features for name in followers]
-    limits = SafetyLimits(np.concatenate([f.lower for f in feats]), np.concatenate([f.upper for f in feats]),
-                          np.concatenate([f.max_step for f in feats]))
-    return limits, [len(f.joint_names) for f in feats], [f"{f.name}.{j}" for f in feats for j in f.joint_names]
+    limits = SafetyLimits(
+        np.concatenate([f.lower for f in feats]),
+        np.concatenate([f.upper for f in feats]),
+        np.concatenate([f.max_step for f in feats]),
+    )
+    return (
+        limits,
+        [len(f.joint_names) for f in feats],
+        [f"{f.name}.{j}" for f in feats for j in f.joint_names],
+    )
 
 
 class PolicyNode(Node):
@@ -109,12 +120,19 @@ class PolicyNode(Node):
         self._frame_index = {cam: 0 for cam in self.policy.camera_names}
         self._decode_errors = 0
         for name in self.followers:
-            self.create_subscription(JointStateMsg, f"/{name}/joint_states",
-                                     lambda m, n=name: self._on_state(n, m), STATE_QOS)
+            self.create_subscription(
+                JointStateMsg, f"/{name}/joint_states", lambda m, n=name: self._on_state(n, m), STATE_QOS
+            )
         for cam in self.policy.camera_names:
-            self.create_subscription(CompressedImage, f"/{cam}/image/compressed",
-                                     lambda m, c=cam: self._on_image(c, m), qos_profile_sensor_data)
-        self.pub_cmd = {f: self.create_publisher(JointStateMsg, f"/{f}/command", COMMAND_QOS) for f in self.followers}
+            self.create_subscription(
+                CompressedImage,
+                f"/{cam}/image/compressed",
+                lambda m, c=cam: self._on_image(c, m),
+                qos_profile_sensor_data,
+            )
+        self.pub_cmd = {
+            f: self.create_publisher(JointStateMsg, f"/{f}/command", COMMAND_QOS) for f in self.followers
+        }
         self.pub_state = self.create_publisher(String, "~/state", LATCHED)
         self.pub_events = self.create_publisher(String, "~/events", QoSProfile(depth=50))
         self.pub_diag = self.create_publisher(convert.DiagnosticArray, "/diagnostics", DIAG_QOS)
@@ -198,7 +216,9 @@ class PolicyNode(Node):
         result = self.server.tick(now)
         if result.command is not None:
             names = [s.names if s is not None else () for s in states]
-            for name, joint_names, cmd in zip(self.followers, names, split_command(result.command, self.sizes)):
+            for name, joint_names, cmd in zip(
+                self.followers, names, split_command(result.command, self.sizes)
+            ):
                 self.pub_cmd[name].publish(convert.command_to_msg(joint_names, cmd, now, self.mapper))
         for ev in self.server.drain_events():
             self.events_total += 1
@@ -216,9 +236,14 @@ class PolicyNode(Node):
     def _publish_diagnostics(self) -> None:
         now = self.clock.now()
         st = self.server.stats()
-        values = {"state": "running" if self.running else "idle", "fault": self.server.fault,
-                  "events_total": self.events_total, "last_event": self.last_event,
-                  "last_error": self._last_error, "decode_errors": self._decode_errors}
+        values = {
+            "state": "running" if self.running else "idle",
+            "fault": self.server.fault,
+            "events_total": self.events_total,
+            "last_event": self.last_event,
+            "last_error": self._last_error,
+            "decode_errors": self._decode_errors,
+        }
         values.update({f"server.{k}": v for k, v in st.to_dict().items()})
         values.update(self._loop.window.summary_and_reset(with_run=True))
         if self._last_error.startswith("loop error"):

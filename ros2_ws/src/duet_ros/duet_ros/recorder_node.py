@@ -65,42 +65,63 @@ HEALTH_QOS = latched_qos(10)  # ~/health: a late subscriber gets the last 10 hea
 @dataclass
 class RecorderNodeConfig:
     rig: str = field("aloha", help="rig: a shipped rig name or a rig YAML path")
-    use_mock_hardware: bool = field(False, help="recorded in each episode's metadata (mock data is not real data)")
+    use_mock_hardware: bool = field(
+        False, help="recorded in each episode's metadata (mock data is not real data)"
+    )
     dataset: str = field("", help="episode store: a directory (created on first use) or an fsspec URL")
     task: str = field("", help="task name stored with every episode, e.g. fold_towel")
     operator: str = field("", help="operator name stored with every episode")
     arms: list[str] = field(factory=list, help="arms to record (joint states); empty = every arm of the rig")
     cameras: list[str] = field(factory=list, help="cameras to record; empty = every camera of the rig")
     image_codec: Literal["jpeg", "lossless"] = field(
-        "jpeg", help="jpeg: camera JPEGs stored as received; lossless: decoded and stored zstd (new stores only)"
+        "jpeg",
+        help="jpeg: camera JPEGs stored as received; lossless: decoded and stored zstd (new stores only)",
     )
     jpeg_quality: int = field(90, help="JPEG quality of frames the store encodes itself (new stores only)")
     rate_hz: float = field(0.0, help="recording (tick) rate, Hz; 0 = the rig's control_rate_hz")
     phase_s: float = field(
-        0.010, help="tick phase on the host's monotonic grid, s: after the arms read (0) and teleop commands (3 ms)"
+        0.010,
+        help="tick phase on the host's monotonic grid, s: after the arms read (0) and teleop commands (3 ms)",
     )
-    realtime_priority: int = field(0, help="SCHED_FIFO priority of the tick thread (1..98; 0 = normal scheduling)")
+    realtime_priority: int = field(
+        0, help="SCHED_FIFO priority of the tick thread (1..98; 0 = normal scheduling)"
+    )
     max_episode_s: float = field(0.0, help="commit an episode when it reaches this length, s; 0 = no limit")
     follow_teleop: bool = field(True, help="start when teleop enters mirroring, commit when it leaves")
-    teleop_state_topic: str = field("/teleop/state", help="the teleop node's latched state topic (std_msgs/String)")
+    teleop_state_topic: str = field(
+        "/teleop/state", help="the teleop node's latched state topic (std_msgs/String)"
+    )
     require_fresh_s: float = field(
-        1.0, help="refuse to start unless every recorded arm and camera delivered within this long, s; 0 = no check"
+        1.0,
+        help="refuse to start unless every recorded arm and camera delivered within this long, s; 0 = no check",
     )
     recover_partial: Literal["refuse", "commit", "discard"] = field(
-        "refuse", help="a partial episode left by a crash: refuse to start (run `duet data recover`), commit or discard it"
+        "refuse",
+        help="a partial episode left by a crash: refuse to start (run `duet data recover`), commit or discard it",
     )
-    commit_on_shutdown: bool = field(False, help="on node shutdown mid-episode: commit it (true) or discard it")
-    recorder: RecorderConfig = field(factory=RecorderConfig, help="the recorder core: writer queue and threads")
+    commit_on_shutdown: bool = field(
+        False, help="on node shutdown mid-episode: commit it (true) or discard it"
+    )
+    recorder: RecorderConfig = field(
+        factory=RecorderConfig, help="the recorder core: writer queue and threads"
+    )
     diagnostics_rate_hz: float = field(1.0, help="diagnostics publish rate, Hz")
 
     def __post_init__(self):
         if not self.dataset:
-            raise ConfigError("recorder node: parameter 'dataset' is required (a store directory, e.g. data/demos.zarr)")
+            raise ConfigError(
+                "recorder node: parameter 'dataset' is required (a store directory, e.g. data/demos.zarr)"
+            )
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError("recorder node: jpeg_quality must be within 1..100")
         if not 0 <= self.realtime_priority <= 98:
             raise ConfigError("recorder node: realtime_priority must be within 0..98")
-        if self.rate_hz < 0 or self.max_episode_s < 0 or self.require_fresh_s < 0 or self.diagnostics_rate_hz <= 0:
+        if (
+            self.rate_hz < 0
+            or self.max_episode_s < 0
+            or self.require_fresh_s < 0
+            or self.diagnostics_rate_hz <= 0
+        ):
             raise ConfigError(
                 "recorder node: rate_hz, max_episode_s and require_fresh_s must be >= 0, diagnostics_rate_hz > 0"
             )
@@ -115,7 +136,9 @@ def dataset_spec(cfg: RecorderNodeConfig, rig: RigConfig, joints: dict[str, list
     cam_names = [c.name for c in rig.cameras]
     for n in cfg.arms:
         if n not in arm_names:
-            raise ConfigError(f"recorder node: arms: {n!r} is not an arm of rig {rig.name!r} ({', '.join(arm_names)})")
+            raise ConfigError(
+                f"recorder node: arms: {n!r} is not an arm of rig {rig.name!r} ({', '.join(arm_names)})"
+            )
     for n in cfg.cameras:
         if n not in cam_names:
             raise ConfigError(
@@ -126,7 +149,9 @@ def dataset_spec(cfg: RecorderNodeConfig, rig: RigConfig, joints: dict[str, list
     recorded = {a.name for a in arms}
     followers = [f for _, f in rig.pairs if f in recorded] or [a.name for a in arms if a.role == "follower"]
     if not followers:
-        raise ConfigError("recorder node: no follower among the recorded arms (the actions are the followers' commands)")
+        raise ConfigError(
+            "recorder node: no follower among the recorded arms (the actions are the followers' commands)"
+        )
     return DatasetSpec(
         rate_hz=rig.resolve_rate(cfg.rate_hz),  # 0 = the rig's
         arms=[ArmSpec(a.name, a.role, list(joints[a.name])) for a in arms],
@@ -187,8 +212,14 @@ def in_order(state: JointState, names: tuple[str, ...]) -> JointState:
     if sorted(state.names) != sorted(names) or len(state.position) != len(state.names):
         raise ValueError(f"joints {list(state.names)} do not match the recorded {list(names)}")
     idx = np.array([state.names.index(n) for n in names])
-    return JointState(stamp=state.stamp, names=names, position=state.position[idx], velocity=state.velocity[idx],
-                      effort=state.effort[idx], gripper_raw=state.gripper_raw)
+    return JointState(
+        stamp=state.stamp,
+        names=names,
+        position=state.position[idx],
+        velocity=state.velocity[idx],
+        effort=state.effort[idx],
+        gripper_raw=state.gripper_raw,
+    )
 
 
 class RecorderNode(Node):
@@ -200,8 +231,9 @@ class RecorderNode(Node):
         self.rig = load_rig(cfg.rig)
         self.clock = MonotonicClock()
         self.mapper = convert.TimeMapper()
-        self.joint_names = {a.name: self._joint_names(a.name) for a in self.rig.arms
-                            if not cfg.arms or a.name in cfg.arms}
+        self.joint_names = {
+            a.name: self._joint_names(a.name) for a in self.rig.arms if not cfg.arms or a.name in cfg.arms
+        }
         self.spec = dataset_spec(cfg, self.rig, {n: list(j) for n, j in self.joint_names.items()})
         self.store = self._open_store()
         self.recorder = Recorder(self.store, self.clock, cfg.recorder, rig=self.rig)
@@ -216,27 +248,45 @@ class RecorderNode(Node):
         self._episode_start = 0.0
         self._teleop_state: str | None = None
         self._last_seen: dict[str, float] = {}  # device -> capture stamp of its newest sample
-        self._counters = {"joint_states": 0, "commands": 0, "frames": 0, "rejected": 0, "frames_out_of_order": 0}
+        self._counters = {
+            "joint_states": 0,
+            "commands": 0,
+            "frames": 0,
+            "rejected": 0,
+            "frames_out_of_order": 0,
+        }
         self._last_error = ""
         self._last_line = ""
         self._episodes_recorded = 0
         self._frame_counters = {c.name: FrameCounter(self.rig.camera(c.name).fps) for c in self.spec.cameras}
 
         for arm in self.joint_names:
-            self.create_subscription(JointStateMsg, f"/{arm}/joint_states", lambda m, a=arm: self._on_joints(a, m),
-                                     STATE_QOS)
+            self.create_subscription(
+                JointStateMsg, f"/{arm}/joint_states", lambda m, a=arm: self._on_joints(a, m), STATE_QOS
+            )
         for f in self.spec.followers:
-            self.create_subscription(JointStateMsg, f"/{f}/command", lambda m, f=f: self._on_command(f, m), COMMAND_QOS)
+            self.create_subscription(
+                JointStateMsg, f"/{f}/command", lambda m, f=f: self._on_command(f, m), COMMAND_QOS
+            )
         for c in self.spec.camera_names:
-            self.create_subscription(CompressedImage, f"/{c}/image/compressed", lambda m, c=c: self._on_image(c, m),
-                                     qos_profile_sensor_data)
+            self.create_subscription(
+                CompressedImage,
+                f"/{c}/image/compressed",
+                lambda m, c=c: self._on_image(c, m),
+                qos_profile_sensor_data,
+            )
         if cfg.follow_teleop:
             self.create_subscription(String, cfg.teleop_state_topic, self._on_teleop_state, LATCHED)
         self.pub_state = self.create_publisher(String, "~/state", LATCHED)
         self.pub_health = self.create_publisher(String, "~/health", HEALTH_QOS)
         self.pub_diag = self.create_publisher(convert.DiagnosticArray, "/diagnostics", DIAG_QOS)
-        self.declare_parameter(EPISODE_META, "{}", ParameterDescriptor(
-            description="JSON object merged into the next committed episode's metadata, then reset to {}"))
+        self.declare_parameter(
+            EPISODE_META,
+            "{}",
+            ParameterDescriptor(
+                description="JSON object merged into the next committed episode's metadata, then reset to {}"
+            ),
+        )
         self.add_on_set_parameters_callback(self._check_episode_meta)
         for action in ("start", "stop", "discard"):
             self.create_service(Trigger, f"~/{action}", lambda req, resp, a=action: self._on_trigger(a, resp))
@@ -246,8 +296,15 @@ class RecorderNode(Node):
         self._control = threading.Thread(target=self._control_loop, name="recorder-control", daemon=True)
         self._control.start()
         self.create_timer(1.0 / cfg.diagnostics_rate_hz, self._publish_diagnostics)
-        self._loop = PacedThread("recorder-loop", self.spec.rate_hz, self._tick, self._on_error, self.clock,
-                                 phase_s=cfg.phase_s, realtime_priority=cfg.realtime_priority)
+        self._loop = PacedThread(
+            "recorder-loop",
+            self.spec.rate_hz,
+            self._tick,
+            self._on_error,
+            self.clock,
+            phase_s=cfg.phase_s,
+            realtime_priority=cfg.realtime_priority,
+        )
         self._loop.start()
         self.get_logger().info(
             f"recording {len(self.spec.arms)} arms, {len(self.spec.cameras)} cameras at {self.spec.rate_hz:g} Hz "
@@ -276,8 +333,9 @@ class RecorderNode(Node):
                     f"`duet data recover {store.location}` (or --discard), or set recover_partial to commit or discard"
                 )
             res = store.recover(commit=self.cfg.recover_partial == "commit")
-            self.get_logger().warning(f"{store.location}: partial episode from a crash {res['action']} "
-                                      f"({res['steps']} steps)")
+            self.get_logger().warning(
+                f"{store.location}: partial episode from a crash {res['action']} ({res['steps']} steps)"
+            )
         return store
 
     # ------------------------------------------------------------------ inputs (executor thread)
@@ -336,7 +394,10 @@ class RecorderNode(Node):
         try:
             resp.success, resp.message = fut.result(timeout=self.cfg.recorder.commit_timeout_s + 10.0)
         except TimeoutError:
-            resp.success, resp.message = False, f"{action}: not done within {self.cfg.recorder.commit_timeout_s:.0f} s"
+            resp.success, resp.message = (
+                False,
+                f"{action}: not done within {self.cfg.recorder.commit_timeout_s:.0f} s",
+            )
         return resp
 
     # ------------------------------------------------------------------ the tick (paced thread)
@@ -370,7 +431,11 @@ class RecorderNode(Node):
                 return
             action, source, fut = item
             try:
-                result = self._start(source) if action == "start" else self._stop(source, discard=action == "discard")
+                result = (
+                    self._start(source)
+                    if action == "start"
+                    else self._stop(source, discard=action == "discard")
+                )
             except Exception as e:  # a bug: report it, keep serving
                 result = (False, f"{action}: {type(e).__name__}: {e}")
             if not result[0] and source != "service" and result[1] != NOT_RECORDING:
@@ -383,8 +448,11 @@ class RecorderNode(Node):
         missing = self._not_fresh()
         if missing:
             return False, f"not recording: {missing}"
-        meta: dict[str, Any] = {"started_by": source, "use_mock_hardware": self.cfg.use_mock_hardware,
-                                "rate_hz": self.spec.rate_hz}
+        meta: dict[str, Any] = {
+            "started_by": source,
+            "use_mock_hardware": self.cfg.use_mock_hardware,
+            "rate_hz": self.spec.rate_hz,
+        }
         with self._lock:
             try:
                 self.recorder.start_episode(task=self.cfg.task, operator=self.cfg.operator, **meta)
@@ -409,7 +477,9 @@ class RecorderNode(Node):
         never = [d for d in devices if d not in self._last_seen]
         if never:
             return f"no data yet from {', '.join(never)} (are their nodes running?)"
-        stale = [f"{d} ({now - self._last_seen[d]:.1f} s)" for d in devices if now - self._last_seen[d] > limit]
+        stale = [
+            f"{d} ({now - self._last_seen[d]:.1f} s)" for d in devices if now - self._last_seen[d] > limit
+        ]
         if stale:
             return f"stale data from {', '.join(stale)} (limit require_fresh_s={limit:g})"
         return ""
@@ -418,8 +488,11 @@ class RecorderNode(Node):
     def _check_episode_meta(params) -> SetParametersResult:
         for p in params:
             if p.name == EPISODE_META and not isinstance(_episode_meta(p.value), dict):
-                return SetParametersResult(successful=False, reason=f"{EPISODE_META} must be a JSON object string, "
-                                                                    f"e.g. '{{\"seed\": 3}}' (got {p.value!r})")
+                return SetParametersResult(
+                    successful=False,
+                    reason=f"{EPISODE_META} must be a JSON object string, "
+                    f"e.g. '{{\"seed\": 3}}' (got {p.value!r})",
+                )
         return SetParametersResult(successful=True)
 
     def _take_episode_meta(self) -> dict[str, Any]:
@@ -462,8 +535,19 @@ class RecorderNode(Node):
             self.get_logger().warning(line)
         self.pub_health.publish(String(data=line))
         self.pub_state.publish(String(data="idle"))
-        values = {k: meta[k] for k in ("length", "rate_hz", "period_jitter_ms", "late_ticks", "mb_written",
-                                       "writer_dropped", "flags") if k in meta}
+        values = {
+            k: meta[k]
+            for k in (
+                "length",
+                "rate_hz",
+                "period_jitter_ms",
+                "late_ticks",
+                "mb_written",
+                "writer_dropped",
+                "flags",
+            )
+            if k in meta
+        }
         values["dataset"] = self.store.location
         values["episodes"] = self.store.n_episodes
         for cam, c in (meta.get("cameras") or {}).items():
@@ -503,7 +587,11 @@ class RecorderNode(Node):
         }
         values.update(self._loop.window.summary_and_reset())
         values["scheduling"] = self._loop.realtime
-        ages = {d: now - self._last_seen[d] for d in (*self.joint_names, *self.spec.camera_names) if d in self._last_seen}
+        ages = {
+            d: now - self._last_seen[d]
+            for d in (*self.joint_names, *self.spec.camera_names)
+            if d in self._last_seen
+        }
         values.update({f"sample_age_s.{d}": a for d, a in ages.items()})
         missing = [d for d in (*self.joint_names, *self.spec.camera_names) if d not in ages]
         stale = [d for d, a in ages.items() if a > 1.0]

@@ -27,7 +27,9 @@ def latched_qos(depth: int = 1) -> QoSProfile:
     a client started after the graph) still gets the last `depth` messages. Publishers of
     states, faults and health use it, and so must their subscribers (a VOLATILE subscriber
     gets no history)."""
-    return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    return QoSProfile(
+        depth=depth, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+    )
 
 
 # the last message only: ~/state of teleop, recorder and policy, /sim/status, an arm's ~/fault
@@ -58,9 +60,13 @@ class WindowStats:
     def run_summary(self) -> dict[str, float]:
         with self._lock:
             s = self.run.summary()
-        return {"run.rate_hz": s.mean_rate_hz, "run.period_error_p50_ms": s.p50_error_ms,
-                "run.period_error_p99_ms": s.p99_error_ms, "run.period_error_max_ms": s.max_error_ms,
-                "run.ticks": s.ticks}
+        return {
+            "run.rate_hz": s.mean_rate_hz,
+            "run.period_error_p50_ms": s.p50_error_ms,
+            "run.period_error_p99_ms": s.p99_error_ms,
+            "run.period_error_max_ms": s.max_error_ms,
+            "run.ticks": s.ticks,
+        }
 
     def summary_and_reset(self, with_run: bool = False) -> dict[str, float]:
         with self._lock:
@@ -99,9 +105,16 @@ class PacedThread:
     tick times go to a WindowStats (per diagnostics window and since start).
     """
 
-    def __init__(self, name: str, rate_hz: float, tick: Callable[[], None],
-                 on_error: Callable[[BaseException], None] | None = None, clock: Clock | None = None,
-                 phase_s: float | None = None, realtime_priority: int = 0):
+    def __init__(
+        self,
+        name: str,
+        rate_hz: float,
+        tick: Callable[[], None],
+        on_error: Callable[[BaseException], None] | None = None,
+        clock: Clock | None = None,
+        phase_s: float | None = None,
+        realtime_priority: int = 0,
+    ):
         self.clock = clock or MonotonicClock()
         self.phase_s = phase_s
         self.realtime_priority = realtime_priority
@@ -202,8 +215,10 @@ def run_node(make_node: Callable[[], Any], name: str) -> int:
         if len(executors) == 1:
             spin(executors[0])
         else:
-            threads = [threading.Thread(target=spin_thread, args=(ex,), daemon=True, name=f"executor-{n.get_name()}")
-                       for ex, n in zip(executors, nodes)]
+            threads = [
+                threading.Thread(target=spin_thread, args=(ex,), daemon=True, name=f"executor-{n.get_name()}")
+                for ex, n in zip(executors, nodes)
+            ]
             for t in threads:
                 t.start()
             while not stop.wait(0.2) and rclpy.ok():

@@ -40,10 +40,21 @@ from duet.errors import ConfigError, DuetError
 ROOT = "/duet"  # every duet enclave lives under it
 OPERATOR = "operator"  # /duet/operator: the operator's tools (lifecycle calls)
 COMMAND_KINDS = ("teleop", "policy")  # node kinds that may publish follower commands
-LIFECYCLE_SERVICES = ("change_state", "get_state", "get_available_states", "get_available_transitions",
-                      "get_transition_graph")
-ENCLAVE_FILES = ("cert.pem", "key.pem", "identity_ca.cert.pem", "permissions_ca.cert.pem", "governance.p7s",
-                 "permissions.p7s")
+LIFECYCLE_SERVICES = (
+    "change_state",
+    "get_state",
+    "get_available_states",
+    "get_available_transitions",
+    "get_transition_graph",
+)
+ENCLAVE_FILES = (
+    "cert.pem",
+    "key.pem",
+    "identity_ca.cert.pem",
+    "permissions_ca.cert.pem",
+    "governance.p7s",
+    "permissions.p7s",
+)
 MAX_DOMAIN_ID = 232  # Fast DDS: domain ids 0..232
 CA_NAME = "duet keystore CA"
 
@@ -85,15 +96,22 @@ def graph_policy(graphs: list[str] | None = None, rig: str = "aloha", descriptio
         for mock in (False, True):
             for spec in expand(g, rig, mock, desc):
                 kinds = {spec.kind, *(h.kind for h in spec.hosted)}
-                plan = EnclavePlan(enclave_of(spec.name), tuple(spec.node_names()),
-                                   bool(kinds & set(COMMAND_KINDS)), False)
+                plan = EnclavePlan(
+                    enclave_of(spec.name), tuple(spec.node_names()), bool(kinds & set(COMMAND_KINDS)), False
+                )
                 procs.setdefault(plan.name, plan)
                 nodes += [n for n in spec.node_names() if n not in nodes]
     for kind in desc.kinds.values():  # host processes (the sim host) on a rig of their backend
         if kind.hosts and enclave_of(kind.node_name) not in procs:
-            hosted = [n for n in nodes if n in {a.name for a in rig_cfg.arms} | {c.name for c in rig_cfg.cameras}]
-            procs[enclave_of(kind.node_name)] = EnclavePlan(enclave_of(kind.node_name), (kind.node_name, *hosted),
-                                                             bool(set(kind.hosts) & set(COMMAND_KINDS)), False)
+            hosted = [
+                n for n in nodes if n in {a.name for a in rig_cfg.arms} | {c.name for c in rig_cfg.cameras}
+            ]
+            procs[enclave_of(kind.node_name)] = EnclavePlan(
+                enclave_of(kind.node_name),
+                (kind.node_name, *hosted),
+                bool(set(kind.hosts) & set(COMMAND_KINDS)),
+                False,
+            )
             nodes.append(kind.node_name)
     procs[enclave_of(OPERATOR)] = EnclavePlan(enclave_of(OPERATOR), (), False, True)
     followers = tuple(a.name for a in rig_cfg.arms if a.role == "follower")
@@ -162,8 +180,13 @@ def denied_publications(plan: EnclavePlan, policy: GraphPolicy) -> list[str]:
     return out
 
 
-def permissions_xml(plan: EnclavePlan, policy: GraphPolicy, not_before: datetime.datetime,
-                    not_after: datetime.datetime, domain: int | None = None) -> str:
+def permissions_xml(
+    plan: EnclavePlan,
+    policy: GraphPolicy,
+    not_before: datetime.datetime,
+    not_after: datetime.datetime,
+    domain: int | None = None,
+) -> str:
     def stamp(t: datetime.datetime) -> str:
         return t.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
@@ -171,13 +194,21 @@ def permissions_xml(plan: EnclavePlan, policy: GraphPolicy, not_before: datetime
     rules = ""
     if deny:
         topics = "".join(f"            <topic>{escape(t)}</topic>\n" for t in deny)
-        rules += ("      <deny_rule>\n" + _domains_xml(domain, "        ")
-                  + "        <publish>\n          <topics>\n" + topics + "          </topics>\n        </publish>\n"
-                  "      </deny_rule>\n")
-    rules += ("      <allow_rule>\n" + _domains_xml(domain, "        ")
-              + "        <publish>\n          <topics>\n            <topic>*</topic>\n          </topics>\n        </publish>\n"
-              "        <subscribe>\n          <topics>\n            <topic>*</topic>\n          </topics>\n        </subscribe>\n"
-              "      </allow_rule>\n")
+        rules += (
+            "      <deny_rule>\n"
+            + _domains_xml(domain, "        ")
+            + "        <publish>\n          <topics>\n"
+            + topics
+            + "          </topics>\n        </publish>\n"
+            "      </deny_rule>\n"
+        )
+    rules += (
+        "      <allow_rule>\n"
+        + _domains_xml(domain, "        ")
+        + "        <publish>\n          <topics>\n            <topic>*</topic>\n          </topics>\n        </publish>\n"
+        "        <subscribe>\n          <topics>\n            <topic>*</topic>\n          </topics>\n        </subscribe>\n"
+        "      </allow_rule>\n"
+    )
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         '<dds xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
@@ -205,7 +236,9 @@ def _crypto():
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.hazmat.primitives.serialization import pkcs7
     except ImportError:
-        raise DuetError("keystore generation needs the cryptography package: pip install -r requirements/base.txt") from None
+        raise DuetError(
+            "keystore generation needs the cryptography package: pip install -r requirements/base.txt"
+        ) from None
     return x509, hashes, serialization, ec, pkcs7
 
 
@@ -217,14 +250,16 @@ def _key_and_cert(subject: str, *, ca_cert=None, ca_key=None, days: int = 3650):
     name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, subject)])
     now = datetime.datetime.now(datetime.UTC)
     is_ca = ca_key is None
-    builder = (x509.CertificateBuilder()
-               .subject_name(name)
-               .issuer_name(name if is_ca else ca_cert.subject)
-               .public_key(key.public_key())
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5))  # small clock skew between hosts
-               .not_valid_after(now + datetime.timedelta(days=days))
-               .add_extension(x509.BasicConstraints(ca=is_ca, path_length=1 if is_ca else None), critical=is_ca))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name if is_ca else ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))  # small clock skew between hosts
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=1 if is_ca else None), critical=is_ca)
+    )
     return key, builder.sign(key if is_ca else ca_key, hashes.SHA256())
 
 
@@ -232,8 +267,12 @@ def smime_sign(data: bytes, cert, key) -> bytes:
     """Detached, text-mode S/MIME signature (what Fast DDS reads for governance.p7s and
     permissions.p7s; the same options as sros2)."""
     _, hashes, serialization, _, pkcs7 = _crypto()
-    return (pkcs7.PKCS7SignatureBuilder().set_data(data).add_signer(cert, key, hashes.SHA256())
-            .sign(serialization.Encoding.SMIME, [pkcs7.PKCS7Options.Text, pkcs7.PKCS7Options.DetachedSignature]))
+    return (
+        pkcs7.PKCS7SignatureBuilder()
+        .set_data(data)
+        .add_signer(cert, key, hashes.SHA256())
+        .sign(serialization.Encoding.SMIME, [pkcs7.PKCS7Options.Text, pkcs7.PKCS7Options.DetachedSignature])
+    )
 
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:
@@ -252,7 +291,9 @@ def _link(path: Path, target: Path) -> None:
     path.symlink_to(rel)
 
 
-def create_keystore(out: str | Path, policy: GraphPolicy, domain: int | None = None, days: int = 3650) -> list[str]:
+def create_keystore(
+    out: str | Path, policy: GraphPolicy, domain: int | None = None, days: int = 3650
+) -> list[str]:
     """Write (or extend) the keystore at `out` for `policy`; returns the enclave names.
     An existing CA is kept (so are enclave keys that exist); governance and permissions are
     rewritten and signed again, so a keystore follows a changed graph."""
@@ -266,7 +307,9 @@ def create_keystore(out: str | Path, policy: GraphPolicy, domain: int | None = N
         ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
         ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
     elif ks.exists() and any(ks.iterdir()):
-        raise ConfigError(f"{ks} exists and is not a keystore (no public/ca.cert.pem): give an empty or new directory")
+        raise ConfigError(
+            f"{ks} exists and is not a keystore (no public/ca.cert.pem): give an empty or new directory"
+        )
     else:
         ca_key, ca_cert = _key_and_cert(CA_NAME, days=days)
         _write(ca_key_path, _pem_key(ca_key), private=True)
@@ -286,8 +329,9 @@ def create_keystore(out: str | Path, policy: GraphPolicy, domain: int | None = N
             key, cert = _key_and_cert(plan.name, ca_cert=ca_cert, ca_key=ca_key, days=days)
             _write(d / "key.pem", _pem_key(key), private=True)
             _write(d / "cert.pem", _pem_cert(cert))
-        perm = permissions_xml(plan, policy, now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days),
-                               domain).encode()
+        perm = permissions_xml(
+            plan, policy, now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days), domain
+        ).encode()
         _write(d / "permissions.xml", perm)
         _write(d / "permissions.p7s", smime_sign(perm, ca_cert, ca_key))
         _link(d / "identity_ca.cert.pem", pub / "identity_ca.cert.pem")
@@ -299,8 +343,9 @@ def create_keystore(out: str | Path, policy: GraphPolicy, domain: int | None = N
 
 def _pem_key(key) -> bytes:
     _, _, serialization, _, _ = _crypto()
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _pem_cert(cert) -> bytes:
@@ -313,8 +358,11 @@ def _pem_cert(cert) -> bytes:
 
 def security_environment(keystore: str | Path) -> dict[str, str]:
     """The variables that make rcl run a process secured, with this keystore, or not at all."""
-    return {"ROS_SECURITY_KEYSTORE": str(Path(keystore).expanduser().resolve()), "ROS_SECURITY_ENABLE": "true",
-            "ROS_SECURITY_STRATEGY": "Enforce"}
+    return {
+        "ROS_SECURITY_KEYSTORE": str(Path(keystore).expanduser().resolve()),
+        "ROS_SECURITY_ENABLE": "true",
+        "ROS_SECURITY_STRATEGY": "Enforce",
+    }
 
 
 def check_enclaves(keystore: str | Path, processes: list[str]) -> None:
@@ -324,8 +372,10 @@ def check_enclaves(keystore: str | Path, processes: list[str]) -> None:
         d = ks / "enclaves" / enclave_of(p).lstrip("/")
         missing = [f for f in ENCLAVE_FILES if not (d / f).is_file()]
         if missing:
-            raise ConfigError(f"keystore {ks}: enclave {enclave_of(p)} lacks {', '.join(missing)}; "
-                              f"generate it with: duet security keystore --out {ks}")
+            raise ConfigError(
+                f"keystore {ks}: enclave {enclave_of(p)} lacks {', '.join(missing)}; "
+                f"generate it with: duet security keystore --out {ks}"
+            )
 
 
 NO_SECURITY_MARK = "doesn't have the security libraries"
@@ -336,20 +386,31 @@ def check_rmw_security(keystore: str | Path, process: str = OPERATOR, timeout: f
     DuetError in one line when this environment's DDS cannot run secured (the Fast DDS of
     the ros-jazzy wheels is built without its security plugins)."""
     env = {**os.environ, **security_environment(keystore)}
-    code = ("import rclpy, sys\n"
-            "rclpy.init(args=['x', '--ros-args', '--enclave', sys.argv[1]])\n"
-            "n = rclpy.create_node('duet_security_check')\n"
-            "n.destroy_node(); rclpy.shutdown()\n")
+    code = (
+        "import rclpy, sys\n"
+        "rclpy.init(args=['x', '--ros-args', '--enclave', sys.argv[1]])\n"
+        "n = rclpy.create_node('duet_security_check')\n"
+        "n.destroy_node(); rclpy.shutdown()\n"
+    )
     try:
-        r = subprocess.run([sys.executable, "-c", code, enclave_of(process)], env=env, capture_output=True,
-                           text=True, timeout=timeout)
+        r = subprocess.run(
+            [sys.executable, "-c", code, enclave_of(process)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
-        raise DuetError(f"a secured test node (enclave {enclave_of(process)}) did not start within {timeout:g} s") from None
+        raise DuetError(
+            f"a secured test node (enclave {enclave_of(process)}) did not start within {timeout:g} s"
+        ) from None
     if r.returncode == 0:
         return
     text = r.stdout + r.stderr
     if NO_SECURITY_MARK in text:
-        raise DuetError("this environment's Fast DDS has no DDS security plugins (the ros-jazzy wheels are built "
-                        "without -DSECURITY=ON): run secured graphs with a system ROS 2 Jazzy (docs/security.md)")
+        raise DuetError(
+            "this environment's Fast DDS has no DDS security plugins (the ros-jazzy wheels are built "
+            "without -DSECURITY=ON): run secured graphs with a system ROS 2 Jazzy (docs/security.md)"
+        )
     last = [ln for ln in text.strip().splitlines() if ln.strip()][-1:] or ["no output"]
     raise DuetError(f"a secured test node (enclave {enclave_of(process)}) failed: {last[0].strip()}")

@@ -56,22 +56,33 @@ HOSTED_KINDS = {
 
 @dataclass
 class SimNodeConfig:
-    rig: str = field("aloha_sim", help="rig: a shipped rig name or a rig YAML path (its mock_backend must be sim)")
+    rig: str = field(
+        "aloha_sim", help="rig: a shipped rig name or a rig YAML path (its mock_backend must be sim)"
+    )
     use_mock_hardware: bool = field(True, help="must be true: the sim is the mock backend of a sim rig")
-    nodes: list[str] = field(factory=list, help="the nodes to host, KIND:NAME (arm:left_follower, camera:cam_high); set by the graph")
+    nodes: list[str] = field(
+        factory=list,
+        help="the nodes to host, KIND:NAME (arm:left_follower, camera:cam_high); set by the graph",
+    )
     seed: int = field(0, help="seed of the first /sim/reset (then seed+1, ...)")
     render_quality: str = field("fast", help="sim cameras: fast (no shadows / multisampling) or full")
-    operator_correct: bool = field(True, help="the scripted operator looks at the scene mid-episode and corrects its path")
+    operator_correct: bool = field(
+        True, help="the scripted operator looks at the scene mid-episode and corrects its path"
+    )
     status_rate_hz: float = field(10.0, help="~/stage and ~/status publish rate, Hz")
     diagnostics_rate_hz: float = field(1.0, help="diagnostics publish rate, Hz")
 
     def __post_init__(self):
         if not self.use_mock_hardware:
-            raise ConfigError("sim node: use_mock_hardware must be true (the sim is the mock backend of a sim rig)")
+            raise ConfigError(
+                "sim node: use_mock_hardware must be true (the sim is the mock backend of a sim rig)"
+            )
         for n in self.nodes:
             kind, sep, name = str(n).partition(":")
             if not sep or not name or kind not in HOSTED_KINDS:
-                raise ConfigError(f"sim node: nodes entry {n!r}: expected KIND:NAME with KIND one of {', '.join(HOSTED_KINDS)}")
+                raise ConfigError(
+                    f"sim node: nodes entry {n!r}: expected KIND:NAME with KIND one of {', '.join(HOSTED_KINDS)}"
+                )
         if self.render_quality not in ("fast", "full"):
             raise ConfigError(f"sim node: render_quality {self.render_quality!r}: fast or full")
         if self.status_rate_hz <= 0 or self.diagnostics_rate_hz <= 0:
@@ -105,8 +116,10 @@ class SimHostNode(Node):
         self.cfg = declare_config(self, SimNodeConfig)
         self.rig = load_rig(self.cfg.rig)
         if self.rig.mock_backend != "sim":
-            raise ConfigError(f"sim node: rig {self.rig.name!r} has mock_backend {self.rig.mock_backend!r}; "
-                              "use a sim rig (e.g. --config aloha_sim)")
+            raise ConfigError(
+                f"sim node: rig {self.rig.name!r} has mock_backend {self.rig.mock_backend!r}; "
+                "use a sim rig (e.g. --config aloha_sim)"
+            )
         self.world = world_for(self.rig)
         self.world.render_quality = self.cfg.render_quality
         self.clock = MonotonicClock()
@@ -154,13 +167,16 @@ class SimHostNode(Node):
             resp.success, resp.message = False, f"no plan: {e}"
             return resp
         with self._lock:
-            op = _StartedOperator(ScriptedOperator(plan, world=self.world if self.cfg.operator_correct else None),
-                                  self.world.episode_time())
+            op = _StartedOperator(
+                ScriptedOperator(plan, world=self.world if self.cfg.operator_correct else None),
+                self.world.episode_time(),
+            )
             self._op, self._plan = op, plan
             self.world.set_operator(op)
         resp.success = True
-        resp.message = (f"operator running: {plan.task}, {plan.duration:.2f} s"
-                        + ("" if plan.reachable else " (IK could not reach every waypoint)"))
+        resp.message = f"operator running: {plan.task}, {plan.duration:.2f} s" + (
+            "" if plan.reachable else " (IK could not reach every waypoint)"
+        )
         self.get_logger().info(resp.message)
         return resp
 
@@ -281,9 +297,16 @@ def host_nodes(host: SimHostNode, argv: list[str], context=None) -> list[Node]:
         cli = ["--ros-args", "-r", f"__node:={name}"]
         for f in files:
             cli += ["--params-file", f]
-        overrides = [Parameter("rig", value=host.cfg.rig), Parameter("use_mock_hardware", value=True),
-                     Parameter(device_param, value=name)]
-        kwargs: dict[str, Any] = {"cli_args": cli, "use_global_arguments": False, "parameter_overrides": overrides}
+        overrides = [
+            Parameter("rig", value=host.cfg.rig),
+            Parameter("use_mock_hardware", value=True),
+            Parameter(device_param, value=name),
+        ]
+        kwargs: dict[str, Any] = {
+            "cli_args": cli,
+            "use_global_arguments": False,
+            "parameter_overrides": overrides,
+        }
         if context is not None:
             kwargs["context"] = context
         nodes.append(make_hosted(_class(target), **kwargs))
@@ -295,8 +318,10 @@ def _make_nodes():
     host = SimHostNode()
     yield host
     hosted = host_nodes(host, sys.argv)
-    host.get_logger().info(f"sim {host.rig.name} ({host.world.task.name}, {host.world.mode}): hosting "
-                           + ", ".join(n.get_name() for n in hosted))
+    host.get_logger().info(
+        f"sim {host.rig.name} ({host.world.task.name}, {host.world.mode}): hosting "
+        + ", ".join(n.get_name() for n in hosted)
+    )
     yield from hosted
 
 

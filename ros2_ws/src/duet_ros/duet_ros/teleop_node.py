@@ -77,14 +77,26 @@ class TeleopNode(Node):
         self._followers: dict[str, JointState] = {}
         self._faults: dict[str, str] = {}  # arm -> its latest ~/fault ("" = healthy)
         for name in (*leaders, *followers):
-            self.create_subscription(String, f"/{name}/fault", lambda m, n=name: self._on_fault(n, m), LATCHED)
+            self.create_subscription(
+                String, f"/{name}/fault", lambda m, n=name: self._on_fault(n, m), LATCHED
+            )
         for name in leaders:
-            self.create_subscription(JointStateMsg, f"/{name}/joint_states",
-                                     lambda m, n=name: self._on_state(self._leaders, n, m), STATE_QOS)
+            self.create_subscription(
+                JointStateMsg,
+                f"/{name}/joint_states",
+                lambda m, n=name: self._on_state(self._leaders, n, m),
+                STATE_QOS,
+            )
         for name in followers:
-            self.create_subscription(JointStateMsg, f"/{name}/joint_states",
-                                     lambda m, n=name: self._on_state(self._followers, n, m), STATE_QOS)
-        self.pub_cmd = {f: self.create_publisher(JointStateMsg, f"/{f}/command", COMMAND_QOS) for f in followers}
+            self.create_subscription(
+                JointStateMsg,
+                f"/{name}/joint_states",
+                lambda m, n=name: self._on_state(self._followers, n, m),
+                STATE_QOS,
+            )
+        self.pub_cmd = {
+            f: self.create_publisher(JointStateMsg, f"/{f}/command", COMMAND_QOS) for f in followers
+        }
         self.pub_state = self.create_publisher(String, "~/state", LATCHED)
         self.pub_events = self.create_publisher(String, "~/events", QoSProfile(depth=50))
         self.pub_diag = self.create_publisher(convert.DiagnosticArray, "/diagnostics", DIAG_QOS)
@@ -100,8 +112,15 @@ class TeleopNode(Node):
         self._published_state: TeleopState | None = None
         self._publish_state(self.core.state)
         self.create_timer(1.0 / cfg.diagnostics_rate_hz, self._publish_diagnostics)
-        self._loop = PacedThread("teleop-loop", cfg.teleop.rate_hz, self._tick, self._on_error, self.clock,
-                                 phase_s=cfg.phase_s, realtime_priority=cfg.realtime_priority)
+        self._loop = PacedThread(
+            "teleop-loop",
+            cfg.teleop.rate_hz,
+            self._tick,
+            self._on_error,
+            self.clock,
+            phase_s=cfg.phase_s,
+            realtime_priority=cfg.realtime_priority,
+        )
         self._loop.start()
         self.get_logger().info(
             f"teleop {', '.join(f'{p.leader}->{p.follower}' for p in pairs)} at {cfg.teleop.rate_hz:g} Hz; "
@@ -142,8 +161,9 @@ class TeleopNode(Node):
         now = self.clock.now()
         result = self.core.step(now, leaders, followers, faults)
         for name, cmd in result.commands.items():
-            self.pub_cmd[name].publish(convert.command_to_msg(self.follower_names[name], cmd.position, cmd.stamp,
-                                                              self.mapper))
+            self.pub_cmd[name].publish(
+                convert.command_to_msg(self.follower_names[name], cmd.position, cmd.stamp, self.mapper)
+            )
         if result.latency is not None:
             self.latency.add(result.latency * 1e3)
             self.run_latency.add(result.latency)
@@ -169,8 +189,13 @@ class TeleopNode(Node):
         values.update(self._loop.window.summary_and_reset(with_run=True))
         p50, p99 = self.latency.percentiles_and_reset(50, 99)
         r50, r99 = (x * 1e3 for x in self.run_latency.percentiles(50, 99))
-        values.update(latency_ms_p50=p50, latency_ms_p99=p99, events_total=self.events_total,
-                      last_event=self.last_event, **{"run.latency_ms_p50": r50, "run.latency_ms_p99": r99})
+        values.update(
+            latency_ms_p50=p50,
+            latency_ms_p99=p99,
+            events_total=self.events_total,
+            last_event=self.last_event,
+            **{"run.latency_ms_p50": r50, "run.latency_ms_p99": r99},
+        )
         with self._lock:
             ages = {n: now - s.stamp for n, s in {**self._leaders, **self._followers}.items()}
         missing = [n for n in (*self.core.leaders, *self.core.followers) if n not in ages]
