@@ -97,7 +97,8 @@ def register(subparsers) -> None:
         "--preset",
         default="paper",
         choices=sorted({k for v in PRESETS.values() for k in v}),
-        help="paper: the papers' sizes (GPU); tiny: CPU-sized, images resized to 96x128",
+        help="paper: the papers' sizes (GPU); tiny: CPU-sized, images resized to 96x128; small (ACT): "
+        "half-width ResNet18 at the recorded size, the CPU sim benchmark and make demo; micro: smoke tests only",
     )
     p.add_argument(
         "--set",
