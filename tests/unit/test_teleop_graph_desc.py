@@ -186,8 +186,13 @@ def test_launch_files_reference_only_existing_graphs_and_modules():
         graphs.add(graph)
     assert graphs == set(desc.graphs), "every graph has its launch file and vice versa"
     support = (PKG / "duet_ros" / "launch_support.py").read_text()
-    assert 'DeclareLaunchArgument("use_mock_hardware", default_value="false"' in support
-    assert 'DeclareLaunchArgument("config"' in support
+    declared = {}  # DeclareLaunchArgument(name, default_value=...) calls, by name
+    for node in ast.walk(ast.parse(support)):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DeclareLaunchArgument":
+            default = next((k.value for k in node.keywords if k.arg == "default_value"), None)
+            declared[node.args[0].value] = default.value if isinstance(default, ast.Constant) else default
+    assert declared.get("use_mock_hardware") == "false"
+    assert "config" in declared
 
 
 def test_duet_up_dry_run_and_errors(capsys):
