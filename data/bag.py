@@ -108,7 +108,6 @@ class _Stream:
     topic: str  # the bag's topic
     required: bool
     stamps: list[int] = field(default_factory=list)  # header stamps, ns
-    values: list[Any] = field(default_factory=list)  # per message (None when not kept)
 
 
 @dataclass
@@ -216,18 +215,9 @@ def _rgb(where: str, img: np.ndarray, enc: str, cam: Any) -> np.ndarray:
     return np.ascontiguousarray(img, np.uint8)
 
 
-def read_bag(
-    path: str | Path,
-    spec: DatasetSpec,
-    topic_map: dict[str, str] | None = None,
-    marker: str | None = None,
-    keep: bool = True,
-) -> _Bag:
-    """Read and check one bag: every mapped topic present with a mappable type, header
-    stamps never going backwards. keep=False checks only (values not kept)."""
+def _open_reader(p: str) -> Any:
     from rosbags.highlevel import AnyReader
 
-    p = str(path)
     if not Path(p).exists():
         raise BagError(f"{p}: no such bag (a rosbag2 directory or .mcap / .db3 file)")
     try:
@@ -237,6 +227,34 @@ def read_bag(
         raise BagError(
             f"{p}: not a readable rosbag2 bag ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
         ) from None
+    return reader
+
+
+def _deserialize(p: str, reader: Any, conn: Any, raw: bytes) -> Any:
+    try:
+        return reader.deserialize(raw, conn.msgtype)
+    except Exception as e:  # noqa: BLE001
+        raise BagError(f"{p}: topic {conn.topic}: cannot decode a {conn.msgtype} message ({e})") from None
+
+
+def _value(p: str, spec: DatasetSpec, s: _Stream, topic: str, msg: Any, keep: bool) -> Any:
+    if s.kind == "image":
+        return _image_value(p, topic, msg, spec.camera(s.name), spec.image_codec == "jpeg", keep)
+    v = _joint_values(p, topic, msg, list(spec.arm(s.name).joints))
+    return v if keep else None
+
+
+def check_bag(
+    path: str | Path,
+    spec: DatasetSpec,
+    topic_map: dict[str, str] | None = None,
+    marker: str | None = None,
+) -> _Bag:
+    """Read and check one bag: every mapped topic present with a mappable type and frame
+    size, header stamps never going backwards. Keeps the stamps, markers and ticks (the
+    values are read again, as the ticks need them, by _Values)."""
+    p = str(path)
+    reader = _open_reader(p)
     try:
         available = {c.topic: c.msgtype for c in reader.connections}
         streams = _resolve(spec, topic_map or {}, available)
@@ -271,12 +289,7 @@ def read_bag(
         bag = _Bag(p, [s for s in streams if s.topic in by_topic], [], [])
         conns = [c for c in reader.connections if c.topic in wanted]
         for conn, t_ns, raw in reader.messages(connections=conns):
-            try:
-                msg: Any = reader.deserialize(raw, conn.msgtype)
-            except Exception as e:  # noqa: BLE001
-                raise BagError(
-                    f"{p}: topic {conn.topic}: cannot decode a {conn.msgtype} message ({e})"
-                ) from None
+            msg = _deserialize(p, reader, conn, raw)
             if conn.topic == marker:
                 bag.markers.append((int(t_ns), msg.data))
                 continue
@@ -290,13 +303,8 @@ def read_bag(
                     f"{p}: topic {conn.topic}: header stamps go backwards at message {len(s.stamps)} "
                     f"({(s.stamps[-1] - st) * 1e-9:.6f} s earlier than the one before); re-stamp or drop the topic"
                 )
-            if s.kind == "image":
-                v = _image_value(p, conn.topic, msg, spec.camera(s.name), spec.image_codec == "jpeg", keep)
-            else:
-                v = _joint_values(p, conn.topic, msg, list(spec.arm(s.name).joints))
-                v = v if keep else None
+            _value(p, spec, s, conn.topic, msg, keep=False)  # checks joint count and frame size
             s.stamps.append(st)
-            s.values.append(v)
     finally:
         reader.close()
     for s in bag.streams:
@@ -306,6 +314,38 @@ def read_bag(
             )
     bag.ticks.sort()
     return bag
+
+
+class _Values:
+    """A checked bag's sample values, read in bag order as the ticks ask for them: only the
+    samples read ahead of the tick being recorded (transport latency) are held in memory."""
+
+    def __init__(self, bag: _Bag, spec: DatasetSpec):
+        self._bag, self._spec = bag, spec
+        self._reader = _open_reader(bag.path)
+        index = {s.topic: i for i, s in enumerate(bag.streams)}
+        conns = [c for c in self._reader.connections if c.topic in index]
+        self._it = ((index[c.topic], c, raw) for c, _, raw in self._reader.messages(connections=conns))
+        self._buf: list[dict[int, Any]] = [{} for _ in bag.streams]
+        self._read = [0] * len(bag.streams)  # messages read per stream
+        self._low = [0] * len(bag.streams)  # below this, values are dropped
+
+    def get(self, i: int, j: int) -> Any:
+        """The value of message j of stream i (j never decreases per stream)."""
+        while self._read[i] <= j:
+            k, conn, raw = next(self._it)
+            s = self._bag.streams[k]
+            msg = _deserialize(self._bag.path, self._reader, conn, raw)
+            self._buf[k][self._read[k]] = _value(self._bag.path, self._spec, s, conn.topic, msg, keep=True)
+            self._read[k] += 1
+        buf = self._buf[i]
+        for old in range(self._low[i], j):
+            buf.pop(old, None)
+        self._low[i] = j
+        return buf[j]
+
+    def close(self) -> None:
+        self._reader.close()
 
 
 # ---------------------------------------------------------------------------- episodes
@@ -390,30 +430,35 @@ def import_bags(
         raise BagError(f"import-bag: --gap must be > 0 s, got {gap_s}")
     if not bags:
         raise BagError("import-bag: no bags given")
-    for b in bags:  # the checking pass: nothing is kept, the store is not touched
-        read_bag(b, spec, topic_map, marker, keep=False)
+    checked = [check_bag(b, spec, topic_map, marker) for b in bags]  # the store is not touched yet
     period_ns = int(round(1e9 / spec.rate_hz))
     results: list[ImportedEpisode] = []
     store = EpisodeStore.open_or_create(out, spec, storage_options=storage_options)
     rec = Recorder(store, config=RecorderConfig(max_pending_frames=400), rig=rig)
     try:
-        for b in bags:
-            bag = read_bag(b, spec, topic_map, marker, keep=True)
-            for start, end, ep_task in _windows(bag, gap_s, marker, task):
-                ticks = _ticks(bag, start, end, period_ns, grid=marker is None)
-                if len(ticks) == 0:
-                    continue
-                res = _record(rec, bag, ticks, ep_task, operator, spec)
-                ep = ImportedEpisode(bag.path, res.index, int(res.meta.get("length", len(ticks))), res.line)
-                results.append(ep)
-                if on_episode is not None:
-                    on_episode(ep)
+        for bag in checked:
+            values = _Values(bag, spec)
+            try:
+                for start, end, ep_task in _windows(bag, gap_s, marker, task):
+                    ticks = _ticks(bag, start, end, period_ns, grid=marker is None)
+                    if len(ticks) == 0:
+                        continue
+                    res = _record(rec, bag, values, ticks, ep_task, operator, spec)
+                    n = int(res.meta.get("length", len(ticks)))
+                    ep = ImportedEpisode(bag.path, res.index, n, res.line)
+                    results.append(ep)
+                    if on_episode is not None:
+                        on_episode(ep)
+            finally:
+                values.close()
     finally:
         rec.close()  # releases the writer lock
     return results
 
 
-def _record(rec: Recorder, bag: _Bag, ticks: np.ndarray, task: str, operator: str, spec: DatasetSpec) -> Any:
+def _record(
+    rec: Recorder, bag: _Bag, values: _Values, ticks: np.ndarray, task: str, operator: str, spec: DatasetSpec
+) -> Any:
     # The recorder keeps the latest sample of each sensor: forget the previous bag's, so a
     # tick before a stream's first sample is recorded as missing (NaN / age inf), as live.
     rec._joints = dict.fromkeys(rec._joints)  # noqa: SLF001 - the import replays into a fresh recorder state
@@ -437,7 +482,7 @@ def _record(rec: Recorder, bag: _Bag, ticks: np.ndarray, task: str, operator: st
                 continue
             last[i] = j
             stamp = s.stamps[j] * 1e-9
-            v = s.values[j]
+            v = values.get(i, j)
             if s.kind == "joints":
                 names = tuple(spec.arm(s.name).joints)
                 rec.update_joints(s.name, JointState(stamp, names, v[0], v[1], v[2]))
