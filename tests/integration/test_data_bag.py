@@ -357,3 +357,40 @@ def test_bad_bag_is_one_line_and_store_unchanged(tmp_path, rig, capsys, case, ex
     assert len(err.splitlines()) == 1 and str(bad) in err and expect in err, err
     assert snapshot(store) == before
     assert EpisodeStore.open(store).n_episodes == 1
+
+
+def test_lossless_store_exports_raw_images_and_imports_them(tmp_path, rig):
+    """A lossless store exports sensor_msgs/Image rgb8 on /<camera>/image; the import falls
+    back to that raw topic and the recorder encodes the frames for a JPEG store."""
+    spec = DatasetSpec.from_rig(load_rig(str(rig)), image_codec="lossless")
+    rng = np.random.default_rng(2)
+    imgs = [np.asarray(imagecodecs.jpeg8_decode(jpeg(k))) for k in range(8)]
+    with EpisodeStore.create(tmp_path / "raw.zarr", layout=spec) as store:
+        with store.episode({"task": "raw"}) as ep:
+            for i in range(8):
+                t = 5.0 + i / RATE
+                ep.append(
+                    {
+                        "t": t,
+                        "left_leader.position": rng.normal(size=7).astype(np.float32),
+                        "left_follower.position": rng.normal(size=7).astype(np.float32),
+                        "left_leader.stamp": t - 1e-3,
+                        "left_follower.stamp": t - 1e-3,
+                        "action": rng.normal(size=7).astype(np.float32),
+                        "action.stamp": np.array([t]),
+                        "cam_high.color": imgs[i],
+                        "cam_high.stamp": t - 2e-3,
+                        "cam_high.index": i,
+                    }
+                )
+    bag = tmp_path / "raw_bag"
+    assert main(["data", "export-bag", str(tmp_path / "raw.zarr"), "0", "--out", str(bag)]) == 0
+    with AnyReader([bag]) as r:
+        assert {c.topic: c.msgtype for c in r.connections}["/cam_high/image"] == "sensor_msgs/msg/Image"
+    dst = tmp_path / "jpeg.zarr"
+    assert main(["data", "import-bag", str(bag), "--out", str(dst), "--rig", str(rig)]) == 0
+    s = EpisodeStore.open(dst)
+    got = s.read_frames("cam_high", np.arange(8))
+    assert np.abs(got.astype(int) - np.stack(imgs).astype(int)).mean() < 3  # JPEG q90 of the same frames
+    src = EpisodeStore.open(tmp_path / "raw.zarr").read_episode(0, images=False)
+    np.testing.assert_array_equal(s.read_episode(0, images=False)["action"], src["action"])
