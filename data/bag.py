@@ -537,7 +537,7 @@ def export_bag(
     meta = store.episode_meta(episode)
     ts = _typestore()
     T = ts.types
-    msgs: list[tuple[int, str, Any]] = []  # (time ns, topic, message)
+    msgs: list[tuple[int, str, Any]] = []  # (time ns, topic, message or a function making it)
 
     def header(ns: int, frame_id: str = "") -> Any:
         return T[HEADER](
@@ -575,35 +575,37 @@ def export_bag(
             msgs.append((ns, f"/{f}/command", m))
         col += len(joints)
     jpeg = spec.image_codec == "jpeg"
+
+    def image(cam: Any, row: int, ns: int) -> Any:
+        """One frame's message, read from the store when it is written (images are not held)."""
+        step = sl.start + row
+        if jpeg:
+            data = store.read_raw_chunk(f"{cam.name}.color", step)
+            if data is None:
+                raise BagError(
+                    f"{store.location}: episode {episode}: frame {row} of {cam.name} is missing; "
+                    f"run `duet data info {store.location} --check`"
+                )
+            return T[COMPRESSED_IMAGE](
+                header=header(ns, cam.name), format=JPEG_FORMAT, data=np.frombuffer(data, np.uint8)
+            )
+        img = store.read_frames(cam.name, [step])[0]
+        return T[IMAGE](
+            header=header(ns, cam.name),
+            height=cam.height,
+            width=cam.width,
+            encoding="rgb8",
+            is_bigendian=0,
+            step=3 * cam.width,
+            data=np.ascontiguousarray(img).reshape(-1),
+        )
+
     for c in spec.cameras:
         stamp, index = store.read(f"{c.name}.stamp", sl), store.read(f"{c.name}.index", sl)
-        rows = _distinct(stamp, index)
-        if jpeg:
-            for r in rows:
-                data = store.read_raw_chunk(f"{c.name}.color", sl.start + int(r))
-                if data is None:
-                    raise BagError(
-                        f"{store.location}: episode {episode}: frame {r} of {c.name} is missing; run `duet data info {store.location} --check`"
-                    )
-                ns = _ns(stamp[r])
-                m = T[COMPRESSED_IMAGE](
-                    header=header(ns, c.name), format=JPEG_FORMAT, data=np.frombuffer(data, np.uint8)
-                )
-                msgs.append((ns, f"/{c.name}/image/compressed", m))
-        else:
-            frames = store.read_frames(c.name, [sl.start + int(r) for r in rows])
-            for r, img in zip(rows, frames, strict=True):
-                ns = _ns(stamp[r])
-                m = T[IMAGE](
-                    header=header(ns, c.name),
-                    height=c.height,
-                    width=c.width,
-                    encoding="rgb8",
-                    is_bigendian=0,
-                    step=3 * c.width,
-                    data=np.ascontiguousarray(img).reshape(-1),
-                )
-                msgs.append((ns, f"/{c.name}/image", m))
+        topic = f"/{c.name}/image/compressed" if jpeg else f"/{c.name}/image"
+        for r in _distinct(stamp, index):
+            ns = _ns(stamp[r])
+            msgs.append((ns, topic, lambda c=c, r=int(r), ns=ns: image(c, r, ns)))
     for ti in t:
         ns = _ns(ti)
         msgs.append((ns, TICK_TOPIC, header(ns)))
@@ -617,6 +619,7 @@ def export_bag(
         with Writer(target, version=8, storage_plugin=plugin) as w:
             conns: dict[str, Any] = {}
             for ns, topic, m in msgs:
+                m = m() if callable(m) else m
                 if topic not in conns:
                     conns[topic] = w.add_connection(topic, m.__msgtype__, typestore=ts)
                 w.write(conns[topic], ns, ts.serialize_cdr(m, m.__msgtype__))
