@@ -150,6 +150,34 @@ def test_round_trip_zarr_bag_zarr(tmp_path, rig, capsys):
         == 0
     )
     assert "imported 2 episode(s)" in capsys.readouterr().out
+
+    # a std_msgs/Bool marker: true starts an episode, false ends it; what lies between is skipped
+    bag2 = tmp_path / "bool"
+    write_foreign_bag(bag2, [(50.0, 0.6), (52.2, 0.5)], markers=[(50.1, True), (50.4, False), (52.2, True)])
+    by_bool = tmp_path / "bool.zarr"
+    assert (
+        main(
+            [
+                "data",
+                "import-bag",
+                str(bag2),
+                "--out",
+                str(by_bool),
+                "--rig",
+                str(rig),
+                "--marker",
+                "/episode",
+                "--task",
+                "b",
+            ]
+        )
+        == 0
+    )
+    s = EpisodeStore.open(by_bool)
+    d0, d1 = s.read_episode(0, images=False), s.read_episode(1, images=False)
+    assert s.n_episodes == 2 and s.episode_meta(1)["task"] == "b"
+    assert abs(d0["t"][0] - 50.1) < 1e-9 and d0["t"][-1] < 50.4 and len(d0["t"]) == 15
+    assert abs(d1["t"][0] - 52.2) < 1e-9
     out = EpisodeStore.open(dst)
     assert out.n_episodes == 2
     for e in range(2):
@@ -227,7 +255,12 @@ def write_foreign_bag(
                 )
             msgs.append((n + 5_000_000, "/cam_high/image/compressed", m))
     for t, text in markers:
-        msgs.append((int(t * 1e9), "/episode", T["std_msgs/msg/String"](data=text)))
+        m = (
+            T["std_msgs/msg/Bool"](data=text)
+            if isinstance(text, bool)
+            else T["std_msgs/msg/String"](data=text)
+        )
+        msgs.append((int(t * 1e9), "/episode", m))
     msgs.sort(key=lambda x: x[0])
     with Writer(path, version=8, storage_plugin=StoragePlugin.SQLITE3) as w:
         conns = {}
