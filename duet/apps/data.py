@@ -76,6 +76,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("store")
     q.add_argument("episode", type=int)
     q.add_argument("out")
+    q = add(
+        "import-bag",
+        _import_bag,
+        "import rosbag2 bags (sqlite3 or MCAP): JointState and (Compressed)Image topics, "
+        "resampled at the rig rate",
+    )
+    q.add_argument("bags", nargs="+", metavar="BAG", help="rosbag2 directories or .mcap / .db3 files")
+    q.add_argument(
+        "--out", required=True, help="the store (created if absent; its layout must match the rig)"
+    )
+    q.add_argument("--rig", default="aloha", help="rig name or YAML path: arms, cameras, rate")
+    q.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        metavar="DUET_TOPIC=BAG_TOPIC",
+        help="read a duet topic (/<arm>/joint_states, /<follower>/command, /<camera>/image/compressed) "
+        "from another bag topic; repeatable",
+    )
+    split = q.add_mutually_exclusive_group()
+    split.add_argument(
+        "--gap", type=float, default=None, help="start a new episode after GAP s without samples"
+    )
+    split.add_argument(
+        "--marker",
+        default=None,
+        metavar="TOPIC",
+        help="split at a std_msgs/String (text = task, empty = end) or Bool (true = start, false = end) topic",
+    )
+    q.add_argument("--task", default="", help="task of the episodes (a String marker's text wins)")
+    q.add_argument("--operator", default="")
+    q = add("export-bag", _export_bag, "write one episode as a rosbag2 bag with duet's topics")
+    q.add_argument("store")
+    q.add_argument("episode", type=int)
+    q.add_argument("--out", required=True, help="BAG.mcap (one MCAP file) or a directory (rosbag2 bag)")
+    q.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="for a directory --out")
+    q.add_argument("--overwrite", action="store_true")
     q = add("export-lerobot", _export_lerobot, "export to the LeRobotDataset v3.0 layout")
     q.add_argument("store")
     q.add_argument("out_dir")
@@ -267,4 +304,40 @@ def _export_lerobot(args) -> int:
         overwrite=args.overwrite,
     )
     print(f"wrote LeRobot v3.0 dataset to {out}")
+    return 0
+
+
+def _import_bag(args) -> int:
+    from duet.data.bag import import_bags, parse_topic_map
+    from duet.data.layout import DatasetSpec
+    from duet.hardware.rig import load_rig
+
+    rig = load_rig(args.rig)
+
+    def show(ep) -> None:
+        print(f"{ep.bag}: episode {ep.index}, {ep.length} steps: {ep.line}")
+
+    eps = import_bags(
+        args.bags,
+        args.out,
+        DatasetSpec.from_rig(rig),
+        rig=rig,
+        topic_map=parse_topic_map(args.topic),
+        gap_s=args.gap,
+        marker=args.marker,
+        task=args.task,
+        operator=args.operator,
+        on_episode=show,
+    )
+    print(f"imported {len(eps)} episode(s) from {len(args.bags)} bag(s) into {args.out}")
+    return 0
+
+
+def _export_bag(args) -> int:
+    from duet.data.bag import export_bag
+
+    out = export_bag(
+        _open(args.store), args.episode, args.out, storage=args.storage, overwrite=args.overwrite
+    )
+    print(f"wrote {out}")
     return 0
