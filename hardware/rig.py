@@ -54,6 +54,12 @@ class CameraSlot:
     jpeg: bool = field(
         False, help="opencv: request MJPG from the UVC device and keep the JPEG bytes in Frame.jpeg"
     )
+    calibration: str = field(
+        "",
+        help="intrinsics file, camera_calibration_parsers YAML (ROS camera_calibration's output); relative "
+        "paths are inside the rig's calibration_dir. opencv: without one the camera is uncalibrated "
+        "(CameraInfo zeros); realsense: overrides the SDK's factory intrinsics",
+    )
 
     def __post_init__(self):
         if self.width <= 0 or self.height <= 0 or self.fps <= 0:
@@ -83,6 +89,9 @@ class RigConfig:
             raise ConfigError(f"rig {self.name!r}: device name {dup[0]!r} is used twice")
         if self.control_rate_hz <= 0:
             raise ConfigError(f"rig {self.name!r}: control_rate_hz must be > 0")
+        for c in self.cameras:  # camera calibration files: relative to calibration_dir, as for arms
+            if c.calibration and not Path(c.calibration).expanduser().is_absolute():
+                c.calibration = str(Path(self.calibration_dir).expanduser() / c.calibration)
         arms = {a.name: a for a in self.arms}
         for leader, follower in self.pairs:
             for n, role in ((leader, "leader"), (follower, "follower")):

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from duet.clock import Clock, MonotonicClock
 from duet.errors import DuetError
+from duet.hardware.cameras.intrinsics import Intrinsics
 from duet.hardware.interfaces import CameraFeatures, CameraReading, Frame
 
 log = logging.getLogger("duet.hardware.cameras")
@@ -46,6 +47,9 @@ class FrameSource(Protocol):
 
     def close(self) -> None:
         """Stop streaming and release the device. Idempotent; never raises."""
+
+    # Optional: `intrinsics() -> Intrinsics | None`, the intrinsics of the frames read()
+    # returns (None while not known yet); a source without it is uncalibrated.
 
 
 def wait_until(clock: Clock, t: float, stop: threading.Event, real_timeout: float | None = None) -> bool:
@@ -199,6 +203,15 @@ class CaptureCamera:
         return CameraReading(
             frame=frame, age=age, stale=(age > self.max_age_s) or not connected, connected=connected
         )
+
+    def intrinsics(self) -> Intrinsics | None:
+        """The intrinsics of the frames read() returns (hardware/cameras/intrinsics.py), from
+        the source: None while it does not know them yet (a RealSense before its stream
+        started); uncalibrated (zeros) for a source that has none."""
+        fn = getattr(self.source, "intrinsics", None)
+        if fn is None:
+            return Intrinsics.uncalibrated(self.features.width, self.features.height)
+        return fn()
 
     def wait_for_frame(self, timeout: float = 1.0) -> Frame | None:
         """Block (real time, up to timeout) for a frame newer than the current one; None on

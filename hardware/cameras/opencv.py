@@ -10,6 +10,12 @@ OpenCV reports it as CAP_PROP_POS_MSEC. When that value is a plausible time on t
 camera's clock (in the past, within a second of arrival) it is the frame's stamp;
 otherwise the arrival time (right after grab) is. With device stamps, gaps longer than
 one period advance the index accordingly, so dropped frames show up as index gaps.
+
+Intrinsics: from the rig camera's `calibration` file (a camera_calibration_parsers YAML, as
+ROS camera_calibration saves it), scaled when the stream has another size of the same
+aspect ratio; without one the camera is uncalibrated (size only, matrices zero: the
+sensor_msgs/CameraInfo convention). The file is read when the camera is built, so a bad
+one fails at once.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import numpy as np
 
 from duet.clock import Clock, MonotonicClock
 from duet.hardware.cameras.base import CameraError, CaptureCamera, SourceLost
+from duet.hardware.cameras.intrinsics import Intrinsics, calibration_for, load_calibration_yaml
 from duet.hardware.interfaces import CameraFeatures, Frame
 from duet.hardware.rig import CameraSlot
 
@@ -66,6 +73,15 @@ class OpenCVSource:
         self.jpeg_passthrough = False  # the device really delivers JPEG bytes
         self._index = -1
         self._last_device_stamp: float | None = None
+        self._intrinsics = (
+            calibration_for(load_calibration_yaml(slot.calibration)[1], slot.width, slot.height, slot.name)
+            if slot.calibration
+            else Intrinsics.uncalibrated(slot.width, slot.height, "uncalibrated (no cameras[].calibration)")
+        )
+
+    def intrinsics(self) -> Intrinsics:
+        """From cameras[].calibration; uncalibrated (zeros) without one."""
+        return self._intrinsics
 
     def open(self) -> None:
         s = self.slot

@@ -9,6 +9,10 @@ The SDK access sits behind a small backend (serials / start / wait / stop): Pipe
 drives real devices through rs.pipeline; in mock mode SoftwareDeviceBackend
 (hardware/mock/cameras.py) feeds synthetic frames through an rs.software_device, and the
 frame handling below runs unchanged on the frames the SDK returns.
+
+Intrinsics: the device's factory calibration of the started color stream
+(video_stream_profile.get_intrinsics(), read from the backend after every start; depth is
+aligned to color, so it shares them). A rig camera `calibration` file overrides them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,12 @@ import numpy as np
 
 from duet.clock import Clock, MonotonicClock
 from duet.hardware.cameras.base import CameraError, CaptureCamera, SourceLost, TimestampMapper
+from duet.hardware.cameras.intrinsics import (
+    Intrinsics,
+    calibration_for,
+    from_realsense,
+    load_calibration_yaml,
+)
 from duet.hardware.interfaces import CameraFeatures, Frame
 from duet.hardware.rig import CameraSlot
 
@@ -44,6 +54,10 @@ class RealSenseBackend(Protocol):
     def wait(self, timeout_ms: int) -> Any:
         """The next rs.frameset, or None when none came within timeout_ms."""
 
+    def color_intrinsics(self) -> Any:
+        """The started color stream's rs.intrinsics (video_stream_profile.get_intrinsics());
+        None when not started."""
+
     def stop(self) -> None: ...
 
 
@@ -54,6 +68,7 @@ class PipelineBackend:
         self._rs = import_pyrealsense2()
         self._ctx = self._rs.context()
         self._pipe = None
+        self._profile: Any = None
 
     def serials(self) -> list[str]:
         rs = self._rs
@@ -67,8 +82,13 @@ class PipelineBackend:
         if depth:
             cfg.enable_stream(rs.stream.depth, width, height, rs.format.z16, fps)
         pipe = rs.pipeline(self._ctx)
-        pipe.start(cfg)
+        self._profile = pipe.start(cfg)
         self._pipe = pipe
+
+    def color_intrinsics(self) -> Any:
+        if self._profile is None:
+            return None
+        return self._profile.get_stream(self._rs.stream.color).as_video_stream_profile().get_intrinsics()
 
     def wait(self, timeout_ms: int) -> Any:
         if self._pipe is None:
@@ -78,6 +98,7 @@ class PipelineBackend:
 
     def stop(self) -> None:
         pipe, self._pipe = self._pipe, None
+        self._profile = None
         if pipe is not None:
             try:
                 pipe.stop()
@@ -99,6 +120,12 @@ class RealSenseSource:
         self.timestamp_source = "arrival"
         self.read_timeout_ms = int(max(200.0, 3000.0 / slot.fps))
         self.incomplete = 0  # framesets without color (or without depth when depth is on)
+        self._file_intrinsics = (
+            calibration_for(load_calibration_yaml(slot.calibration)[1], slot.width, slot.height, slot.name)
+            if slot.calibration
+            else None
+        )
+        self._sdk_intrinsics: Intrinsics | None = None
 
     def open(self) -> None:
         s = self.slot
@@ -127,6 +154,12 @@ class RealSenseSource:
         self._serial = serial
         self._align = self._rs.align(self._rs.stream.color) if s.depth else None
         self.mapper.reset()
+        intr = self.backend.color_intrinsics() if hasattr(self.backend, "color_intrinsics") else None
+        self._sdk_intrinsics = None if intr is None else from_realsense(intr, f"realsense {serial}")
+
+    def intrinsics(self) -> Intrinsics | None:
+        """cameras[].calibration when set, else the SDK's (None before the first start)."""
+        return self._file_intrinsics or self._sdk_intrinsics
 
     def read(self) -> Frame | None:
         fs = self.backend.wait(self.read_timeout_ms)

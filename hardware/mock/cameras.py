@@ -16,6 +16,10 @@ real driver code run against it.
   numbers, timestamp domains) runs against them.
 - SyntheticSource: the synthetic device as a plain FrameSource, used for kind=realsense
   when pyrealsense2 is not installed.
+- mock_realsense_intrinsics: the color intrinsics of the mock RealSense, numbers of the
+  kind a D435's color stream reports (focal length ~617 px at 640 px width, principal
+  point a few pixels off centre, inverse Brown-Conrady with zero coefficients), read
+  back through the SDK exactly as from a real device (video_stream_profile.get_intrinsics()).
 
 Fault scenarios (CameraSlot.fault_scenario, comma-separated, times from the first open):
   stall_at_<T>s:<D>        no frames for D seconds from T (the device stays present)
@@ -31,6 +35,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -38,6 +43,7 @@ import numpy as np
 from duet.clock import Clock, MonotonicClock, Pacer
 from duet.errors import ConfigError
 from duet.hardware.cameras.base import CameraError, CaptureCamera, SourceLost, wait_until
+from duet.hardware.cameras.intrinsics import Intrinsics
 from duet.hardware.interfaces import CameraFeatures, Frame
 from duet.hardware.rig import CameraSlot
 
@@ -374,14 +380,28 @@ class SyntheticUVCBackend:
 # --------------------------------------------------------------------------- RealSense fake
 
 
+def mock_realsense_intrinsics(width: int, height: int) -> dict[str, float]:
+    """The mock RealSense's color intrinsics at width x height: a D435 color stream's
+    factory values at 640x480 (fx 617.3, fy 617.5, principal point (324.3, 241.9), i.e.
+    (4.8, 2.4) px off the centre), scaled with the width as the sensor is binned (px)."""
+    s = width / 640.0
+    return {
+        "fx": 617.31 * s,
+        "fy": 617.52 * s,
+        "ppx": (width - 1) / 2.0 + (324.27 - 319.5) * s,
+        "ppy": (height - 1) / 2.0 + (241.93 - 239.5) * s,
+    }
+
+
 class SoftwareDeviceBackend:
     """The RealSense backend RealSenseCamera uses in mock mode: a pyrealsense2
     software_device fed by the synthetic device, read through the SDK's syncer.
 
     Each start() builds a fresh software device (as a replugged camera re-enumerates):
     sensors "RGB Camera" (rgb8) and "Stereo Module" (z16 depth, depth units 1 mm), the
-    same pinhole intrinsics for both and identity extrinsics. Frames carry the device's
-    frame number and a global_time timestamp in ms, as D400 cameras deliver by default:
+    same pinhole intrinsics for both (mock_realsense_intrinsics; color with a D435's
+    inverse Brown-Conrady model, zero coefficients) and identity extrinsics. Frames carry
+    the device's frame number and a global_time timestamp in ms, as D400 cameras deliver by default:
     the capture time moved onto a wall-clock-like time base (capture time +
     device_clock_offset_s), which the camera has to map back onto its own clock. (The
     SDK's syncer expects timestamps near the wall clock: with small values it stops
@@ -404,7 +424,7 @@ class SoftwareDeviceBackend:
         self._sensors: list = []
         self._sync = None
         self._feeder: threading.Thread | None = None
-        self._profiles: dict[str, object] = {}
+        self._profiles: dict[str, Any] = {}
         self.fed = 0  # frames pushed into the SDK (diagnostics)
         # the simulated device time base: the wall clock, offset from the camera's clock
         self.device_clock_offset_s = time.time() - self.device.clock.now()
@@ -422,12 +442,17 @@ class SoftwareDeviceBackend:
         sdev = rs.software_device()
         sdev.register_info(rs.camera_info.serial_number, self.serial)
         sdev.register_info(rs.camera_info.name, "duet synthetic RealSense")
-        intr = rs.intrinsics()
+        k = mock_realsense_intrinsics(width, height)
+        intr = rs.intrinsics()  # color: what a D435 reports (inverse Brown-Conrady, zero coefficients)
         intr.width, intr.height = width, height
-        intr.fx = intr.fy = 0.9 * width
-        intr.ppx, intr.ppy = width / 2.0, height / 2.0
-        intr.model = rs.distortion.none
+        intr.fx, intr.fy, intr.ppx, intr.ppy = k["fx"], k["fy"], k["ppx"], k["ppy"]
+        intr.model = rs.distortion.inverse_brown_conrady
         intr.coeffs = [0.0] * 5
+        dintr = rs.intrinsics()  # depth: the same pinhole (aligned to color by identity), no distortion
+        dintr.width, dintr.height = width, height
+        dintr.fx, dintr.fy, dintr.ppx, dintr.ppy = k["fx"], k["fy"], k["ppx"], k["ppy"]
+        dintr.model = rs.distortion.none
+        dintr.coeffs = [0.0] * 5
         color_sensor = sdev.add_sensor("RGB Camera")
         vs = rs.video_stream()
         vs.type, vs.index, vs.uid = rs.stream.color, 0, 1
@@ -451,7 +476,7 @@ class SoftwareDeviceBackend:
                 fps,
                 2,
                 rs.format.z16,
-                intr,
+                dintr,
             )
             dprof = depth_sensor.add_video_stream(ds, True).as_video_stream_profile()
             depth_sensor.add_read_only_option(rs.option.depth_units, 0.001)
@@ -500,6 +525,11 @@ class SoftwareDeviceBackend:
             color_sensor.on_video_frame(self._video_frame(f.color, "color", f))
             self.fed += 1
 
+    def color_intrinsics(self):
+        """The color stream's rs.intrinsics, read from its profile as from a real device."""
+        prof = self._profiles.get("color")
+        return None if prof is None else prof.as_video_stream_profile().get_intrinsics()
+
     def wait(self, timeout_ms: int):
         if self._sync is None:
             return None
@@ -531,6 +561,21 @@ class SyntheticSource:
 
     def __init__(self, slot: CameraSlot, clock: Clock | None = None):
         self.device = SyntheticDevice(slot, clock or MonotonicClock())
+
+    def intrinsics(self) -> Intrinsics:
+        """The mock RealSense's (mock_realsense_intrinsics), without the SDK in between."""
+        s = self.device.slot
+        k = mock_realsense_intrinsics(s.width, s.height)
+        return Intrinsics(
+            s.width,
+            s.height,
+            fx=k["fx"],
+            fy=k["fy"],
+            cx=k["ppx"],
+            cy=k["ppy"],
+            distortion=(0.0,) * 5,
+            source="synthetic (mock RealSense)",
+        )
 
     def open(self) -> None:
         if not self.device.present():

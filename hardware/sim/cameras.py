@@ -16,6 +16,10 @@ Timing follows the world's mode:
 Render quality (QUALITIES): "fast" by default, "full" as gym-aloha renders; set
 world.render_quality before connecting cameras, or pass quality= to SimCamera.
 
+Intrinsics (sim_intrinsics): from the scene camera's vertical field of view and the render
+size, fy = h / (2 tan(fovy / 2)), fx = fy (square pixels), principal point at the image
+centre ((w - 1) / 2, (h - 1) / 2 in pixel-centre coordinates), no distortion.
+
 Rig camera names map to the scene's cameras: cam_high -> top, cam_low -> angle,
 cam_left_wrist -> left_wrist, cam_right_wrist -> right_wrist, cam_front -> front_close; a
 scene camera name (e.g. top, left_pillar) can be used directly.
@@ -33,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from duet.errors import ConfigError, DuetError
+from duet.hardware.cameras.intrinsics import Intrinsics, fovy_intrinsics
 from duet.hardware.interfaces import CameraFeatures, CameraReading, Frame
 from duet.hardware.sim.world import SimWorld
 
@@ -209,6 +214,23 @@ def scene_camera(name: str) -> str:
     return SCENE_CAMERAS.get(name, name)
 
 
+def sim_intrinsics(model: Any, camera: str, width: int, height: int) -> Intrinsics:
+    """The intrinsics of a MuJoCo camera rendered at width x height (see the module doc).
+    OpenGL renders the vertical field of view fovy over the full image height and keeps
+    pixels square, so the horizontal one follows from the aspect ratio."""
+    import mujoco
+
+    cam_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+    if cam_id < 0:
+        raise ConfigError(f"sim camera {camera!r}: not in the scene")
+    if float(model.cam_sensorsize[cam_id][1]) > 0:
+        raise ConfigError(
+            f"sim camera {camera!r}: a MuJoCo camera with sensorsize/focal is not supported for intrinsics; "
+            "give it fovy instead"
+        )
+    return fovy_intrinsics(float(model.cam_fovy[cam_id]), width, height, source=f"sim camera {camera}")
+
+
 class SimCamera:
     """A camera of the sim rig; see the module doc for lockstep vs real-time timing."""
 
@@ -269,6 +291,11 @@ class SimCamera:
     @property
     def period(self) -> float:
         return 1.0 / self.features.fps
+
+    def intrinsics(self) -> Intrinsics:
+        """The rendered frames' intrinsics, from the scene camera's fovy (sim_intrinsics)."""
+        f = self.features
+        return sim_intrinsics(self.world.model, self.scene_name, f.width, f.height)
 
     def _new_renderer(self) -> Renderer:
         f = self.features

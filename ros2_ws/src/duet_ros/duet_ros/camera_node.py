@@ -4,6 +4,11 @@ Topics (relative to the node name, e.g. /cam_high/...), sensor-data QoS (best ef
   ~/image/compressed   sensor_msgs/CompressedImage, JPEG (default); a device that delivers
                        JPEG is passed through without re-encoding
   ~/image              sensor_msgs/Image rgb8 (publish_raw: true)
+  ~/camera_info        sensor_msgs/CameraInfo beside every image (same header stamp and
+                       frame_id, the image_transport layout): the driver's intrinsics
+                       (RealSense SDK, sim field of view, cameras[].calibration for UVC),
+                       scaled to the published frame's size; uncalibrated cameras get
+                       their size and zero matrices (K[0] == 0), as the message defines
   /diagnostics         1 Hz: connected, stale, frame age, published fps, encode time,
                        dropped frames and the driver's health counters
 
@@ -20,9 +25,11 @@ import time
 
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from duet.clock import MonotonicClock
+from duet.errors import DuetError
+from duet.hardware.cameras.intrinsics import Intrinsics, camera_intrinsics
 from duet.hardware.factory import make_camera
 from duet.hardware.rig import load_rig
 from duet.stats import Samples
@@ -32,6 +39,10 @@ from duet_ros.params import declare_config
 from duet_ros.runtime import PacedThread, run_node
 
 DIAG_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# topic names relative to the node (/<camera>/...); launch/rviz/duet.rviz names them too
+COMPRESSED_TOPIC = "image/compressed"
+IMAGE_TOPIC = "image"
+CAMERA_INFO_TOPIC = "camera_info"
 
 
 class CameraNode(Node):
@@ -48,12 +59,19 @@ class CameraNode(Node):
         self.clock = MonotonicClock()
         self.mapper = convert.TimeMapper()
         self.pub_jpeg = (
-            self.create_publisher(CompressedImage, "~/image/compressed", qos_profile_sensor_data)
+            self.create_publisher(CompressedImage, f"~/{COMPRESSED_TOPIC}", qos_profile_sensor_data)
             if cfg.publish_compressed
             else None
         )
         self.pub_raw = (
-            self.create_publisher(Image, "~/image", qos_profile_sensor_data) if cfg.publish_raw else None
+            self.create_publisher(Image, f"~/{IMAGE_TOPIC}", qos_profile_sensor_data)
+            if cfg.publish_raw
+            else None
+        )
+        self.pub_info = (
+            self.create_publisher(CameraInfo, f"~/{CAMERA_INFO_TOPIC}", qos_profile_sensor_data)
+            if cfg.publish_compressed or cfg.publish_raw
+            else None
         )
         self.pub_diag = self.create_publisher(convert.DiagnosticArray, "/diagnostics", DIAG_QOS)
         self.camera = make_camera(self.rig, self.slot.name, cfg.use_mock_hardware, clock=self.clock)
@@ -65,6 +83,8 @@ class CameraNode(Node):
         self._stale_ticks = 0
         self._reading = None
         self._last_error = ""
+        self._intrinsics_error = ""
+        self._intrinsics_source = ""
         self._encode = Samples(4096)
         self._lock = threading.Lock()
         self._window_start = self.clock.now()
@@ -97,10 +117,32 @@ class CameraNode(Node):
             )
         if self.pub_raw is not None:
             self.pub_raw.publish(convert.frame_to_image(frame, self.mapper, self.cfg.camera))
+        if self.pub_info is not None:
+            h, w = frame.color.shape[:2]
+            self.pub_info.publish(
+                convert.intrinsics_to_camera_info(
+                    self._intrinsics(w, h), frame.stamp, self.mapper, self.cfg.camera
+                )
+            )
         self._encode.add((time.perf_counter() - t0) * 1e3)
         with self._lock:
             self._published += 1
             self._published_window += 1
+
+    def _intrinsics(self, width: int, height: int) -> Intrinsics:
+        """The driver's intrinsics for a published frame of width x height (scaled when the
+        frame has another size); uncalibrated when the driver has none (logged once)."""
+        try:
+            intr = camera_intrinsics(self.camera)
+        except DuetError as e:
+            if not self._intrinsics_error:
+                self.get_logger().warning(f"{self.cfg.camera}: no intrinsics, publishing uncalibrated: {e}")
+            self._intrinsics_error = str(e)
+            intr = None
+        if intr is None:
+            intr = Intrinsics.uncalibrated(width, height)
+        self._intrinsics_source = intr.source
+        return intr.scaled(width, height)
 
     def _on_error(self, e: BaseException) -> None:
         self._last_error = f"{type(e).__name__}: {e}"
@@ -122,7 +164,10 @@ class CameraNode(Node):
             "stale_ticks": self._stale_ticks,
             "mock": self.cfg.use_mock_hardware,
             "last_error": self._last_error,
+            "intrinsics": self._intrinsics_source,
         }
+        if self._intrinsics_error:
+            values["intrinsics_error"] = self._intrinsics_error
         values.update(self._loop.window.summary_and_reset())
         if reading is not None:
             values.update(connected=reading.connected, stale=reading.stale, frame_age_s=reading.age)

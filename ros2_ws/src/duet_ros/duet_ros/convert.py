@@ -33,10 +33,11 @@ from typing import Any
 import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from sensor_msgs.msg import JointState as JointStateMsg
 from std_msgs.msg import String
 
+from duet.hardware.cameras.intrinsics import Intrinsics
 from duet.hardware.interfaces import Frame, JointState
 
 # --------------------------------------------------------------------------- time
@@ -218,6 +219,45 @@ def image_to_array(msg: Image) -> np.ndarray:
     if msg.encoding != "rgb8":
         raise ValueError(f"image encoding {msg.encoding!r}: only rgb8 is produced by duet")
     return np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(msg.height, msg.width, 3)
+
+
+# --------------------------------------------------------------------------- camera info
+
+
+def intrinsics_to_camera_info(
+    intr: Intrinsics, stamp: float, mapper: TimeMapper, frame_id: str
+) -> CameraInfo:
+    """sensor_msgs/CameraInfo for an image of the same stamp and frame_id. An uncalibrated
+    camera gets its size and zero matrices (the message's convention: K[0] == 0)."""
+    msg = CameraInfo()
+    msg.header.stamp = mapper.to_msg(stamp)
+    msg.header.frame_id = frame_id
+    msg.width, msg.height = int(intr.width), int(intr.height)
+    msg.distortion_model = intr.distortion_model
+    msg.d = intr.D()
+    msg.k = [float(x) for x in intr.K.ravel()]
+    msg.r = [float(x) for x in intr.rectification]
+    msg.p = [float(x) for x in intr.P.ravel()]
+    return msg
+
+
+def camera_info_to_intrinsics(msg: CameraInfo) -> Intrinsics:
+    """The Intrinsics a CameraInfo describes (uncalibrated when K[0] == 0)."""
+    if msg.k[0] == 0.0:
+        return Intrinsics.uncalibrated(msg.width, msg.height, source="camera_info")
+    return Intrinsics(
+        int(msg.width),
+        int(msg.height),
+        fx=float(msg.k[0]),
+        fy=float(msg.k[4]),
+        cx=float(msg.k[2]),
+        cy=float(msg.k[5]),
+        distortion_model=msg.distortion_model,
+        distortion=tuple(float(x) for x in msg.d),
+        rectification=tuple(float(x) for x in msg.r),
+        projection=tuple(float(x) for x in msg.p),
+        source="camera_info",
+    )
 
 
 # --------------------------------------------------------------------------- diagnostics

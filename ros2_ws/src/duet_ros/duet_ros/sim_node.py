@@ -6,7 +6,9 @@ and camera: the sim devices must share one SimWorld, which lives in one process.
 the very same ArmNode / CameraNode classes, one per device listed in its `nodes` parameter
 (KIND:NAME), each with its own node name, the graph's parameter files and its own
 parameters, so every topic, service and parameter downstream is identical to the mock and
-real graphs. The world runs in real time (the nodes give the devices the wall clock).
+real graphs: each hosted camera node publishes /<camera>/camera_info beside its images, with
+intrinsics from the scene camera's field of view and the render size
+(hardware/sim/cameras.py sim_intrinsics). The world runs in real time (the nodes give the devices the wall clock).
 
 On top, the sim itself (topics relative to the node name, /sim/...):
   ~/reset          std_srvs/Trigger: start an episode: operator detached, arms and leader
