@@ -389,6 +389,20 @@ class RobotState:
                 out.append(_edge(j, q[j.name]))
         return out
 
+    def arm_transforms(self, arm: str, names, positions) -> list[Transform]:
+        """The moving edges of one arm from its JointState (names as the arm publishes them)."""
+        if len(names) != len(positions):
+            raise ConfigError(
+                f"arm {arm!r}: joint state has {len(positions)} positions for {len(names)} names"
+            )
+        given = {joint_name(arm, n): float(p) for n, p in zip(names, positions)}
+        unknown = [n for n in names if joint_name(arm, n) not in self.by_name]
+        if unknown:
+            raise ConfigError(
+                f"arm {arm!r}: joint {unknown[0]!r} is not in the robot description (is the rig the arm's?)"
+            )
+        return self.moving_transforms(given, set(given))
+
     def forward_kinematics(self, given: dict[str, float]) -> dict[str, np.ndarray]:
         """World pose (4x4) of every frame at the given joint positions."""
         q = self.positions(given)
