@@ -150,21 +150,40 @@ def arm_joints(arm: str, model: ArmModel) -> list[UrdfJoint]:
     return out
 
 
-def rig_joints(rig: RigConfig) -> list[UrdfJoint]:
-    """Every joint of the rig's description: arm bases on the world, the arms, the cameras."""
+def has_kinematics(model: ArmModel) -> bool:
+    """The arm model gives every joint's origin and axis (the gripper's included)."""
+    g = model.config.gripper
+    arm = all(len(s.origin_xyz) == 3 and len(s.axis) == 3 for s in model.config.joints)
+    return arm and len(g.origin_xyz) == 3 and len(g.axis) == 3
+
+
+def arms_without_kinematics(rig: RigConfig) -> list[str]:
+    return [a.name for a in rig.arms if not has_kinematics(load_arm_model(a.model))]
+
+
+def rig_joints(rig: RigConfig, strict: bool = True) -> list[UrdfJoint]:
+    """Every joint of the rig's description: arm bases on the world, the arms, the cameras.
+    strict=False leaves out the chain of an arm whose model has no kinematics (its base frame
+    stays) and the cameras riding it (see arms_without_kinematics); strict raises ConfigError."""
     out: list[UrdfJoint] = []
     last_link: dict[str, str] = {}
+    skipped: set[str] = set()
     for slot in rig.arms:
         xyz, rpy = slot.base_pose()
         out.append(
             UrdfJoint(name=f"{slot.name}_base", type="fixed", parent=WORLD, child=slot.name, xyz=xyz, rpy=rpy)
         )
         model = load_arm_model(slot.model)
+        if not strict and not has_kinematics(model):
+            skipped.add(slot.name)
+            continue
         joints = arm_joints(slot.name, model)
         out.extend(joints)
         last_link[slot.name] = joints[len(model.config.joints) - 1].child  # the gripper link
     for cam in rig.cameras:
         mount, xyz, rpy = cam.mount_pose()
+        if mount in skipped:
+            continue
         if mount == WORLD:
             parent = WORLD
         elif mount in last_link:
@@ -193,9 +212,10 @@ def _fmt(values) -> str:
     return " ".join(f"{float(v):.9g}" for v in values)
 
 
-def rig_urdf(rig: RigConfig) -> str:
-    """The rig's URDF (a string): one robot named after the rig, rooted at `world`."""
-    joints = rig_joints(rig)
+def rig_urdf(rig: RigConfig, strict: bool = True) -> str:
+    """The rig's URDF (a string): one robot named after the rig, rooted at `world`
+    (strict: see rig_joints)."""
+    joints = rig_joints(rig, strict)
     robot = ET.Element("robot", name=rig.name)
     links = [WORLD]
     for j in joints:

@@ -16,6 +16,7 @@ from duet.hardware.rig import RigConfig, load_rig
 from duet.hardware.urdf import (
     WORLD,
     RobotState,
+    arms_without_kinematics,
     compare_with_sim,
     joint_name,
     optical_frame,
@@ -107,6 +108,11 @@ def test_missing_kinematics_and_bad_mounts_are_one_line_errors(tmp_path):
     with pytest.raises(ConfigError, match="waist.*origin_xyz") as e:
         rig_urdf(rig)
     assert "\n" not in str(e.value)
+    cams = [{"name": "cam_left_wrist", "mount": "left_leader"}, {"name": "cam_high"}]
+    rig = from_dict(RigConfig, {"name": "r", "arms": [arm], "cameras": cams})
+    assert arms_without_kinematics(rig) == ["left_leader"]
+    joints = parse_urdf(rig_urdf(rig, strict=False))  # the node's choice: the base frame only
+    assert {j.child for j in joints} == {"left_leader", "cam_high", optical_frame("cam_high")}
     with pytest.raises(ConfigError, match="camera 'cam_x' rides arm 'nope', which the rig lacks"):
         rig_urdf(from_dict(RigConfig, {"name": "r", "cameras": [{"name": "cam_x", "mount": "nope"}]}))
     with pytest.raises(ConfigError, match="base_xyz needs 3"):

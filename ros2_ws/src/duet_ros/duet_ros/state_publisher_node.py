@@ -29,7 +29,7 @@ from duet.clock import MonotonicClock
 from duet.config import field
 from duet.errors import ConfigError
 from duet.hardware.rig import load_rig
-from duet.hardware.urdf import RobotState, rig_urdf
+from duet.hardware.urdf import RobotState, arms_without_kinematics, rig_urdf
 from duet_ros import convert
 from duet_ros.arm_node import STATE_QOS
 from duet_ros.params import declare_config
@@ -55,7 +55,16 @@ class StatePublisherNode(Node):
         arms = self.cfg.arms or [a.name for a in rig.arms]
         for a in arms:
             rig.arm(a)  # one-line error for an unknown arm
-        self.urdf = rig_urdf(rig)
+        # An arm model without kinematics (a custom arm YAML) leaves that arm's chain out, with
+        # a warning, rather than the whole description.
+        self.urdf = rig_urdf(rig, strict=False)
+        bare = arms_without_kinematics(rig)
+        arms = [a for a in arms if a not in bare]
+        for a in bare:
+            self.get_logger().warning(
+                f"arm {a}: its model {rig.arm(a).model!r} has no kinematics (origin_xyz, axis per joint); "
+                "TF has its base frame only: add them to the arm YAML (see hardware/configs/arms/vx300s.yaml)"
+            )
         self.state = RobotState(self.urdf)
         self.mapper = convert.TimeMapper()
         self.pub_description = self.create_publisher(String, "/robot_description", LATCHED)
