@@ -49,6 +49,32 @@ class JointSpec:
     max_velocity: float = field(3.0, help="max commanded speed, rad/s (max step per tick = this / rate)")
     mode: Mode = field("position", help="operating mode while torque is on")
     current_limit_ma: float = field(0.0, help="Current Limit register, mA (0 keeps the servo's value)")
+    # Kinematics (the URDF, duet.hardware.urdf): where this joint sits on the previous link.
+    link: str = field(
+        "", help="the link this joint moves (URDF child link), e.g. shoulder_link; '' = <name>_link"
+    )
+    origin_xyz: list[float] = field(
+        factory=list, help="joint origin in the parent link's frame, m (URDF <origin xyz>); [] = none given"
+    )
+    origin_rpy: list[float] = field(
+        factory=list,
+        help="joint origin rotation, rad, fixed-axis roll pitch yaw (URDF <origin rpy>); [] = 0 0 0",
+    )
+    axis: list[float] = field(
+        factory=list, help="rotation axis in the joint frame (URDF <axis>), e.g. [0, 1, 0]"
+    )
+
+
+@dataclass
+class FingerSpec:
+    """The gripper's two mirrored slide fingers, moved by the gripper joint (URDF mimic joints)."""
+
+    origin_xyz: list[float] = field(help="finger joints' origin in the gripper link's frame, m")
+    closed_m: float = field(help="left finger slide position at gripper 0 (closed), m")
+    open_m: float = field(help="left finger slide position at gripper 1 (open), m")
+    axis: list[float] = field(
+        factory=lambda: [0.0, 1.0, 0.0], help="left finger slide axis (right: mirrored)"
+    )
 
 
 @dataclass
@@ -60,6 +86,10 @@ class GripperSpec:
     max_velocity: float = field(5.0, help="max commanded speed, normalized units/s (1 = full stroke)")
     mode: Mode = field("position", help="operating mode while torque is on")
     current_limit_ma: float = field(0.0, help="Current Limit register, mA (0 keeps the servo's value)")
+    link: str = field("gripper_prop_link", help="the link the gripper servo turns (URDF child link)")
+    origin_xyz: list[float] = field(factory=list, help="gripper joint origin in the last arm link's frame, m")
+    axis: list[float] = field(factory=list, help="gripper servo axis in the joint frame")
+    fingers: FingerSpec | None = field(None, help="the slide fingers (URDF mimic joints of the gripper)")
 
 
 @dataclass
@@ -175,6 +205,14 @@ class ArmModel:
                 raise ConfigError(f"{where}: current_limit_ma must be >= 0")
             if not (math.isfinite(spec.max_velocity) and spec.max_velocity > 0):
                 raise ConfigError(f"{where}: max_velocity must be > 0")
+            vectors = {"origin_xyz": spec.origin_xyz, "axis": spec.axis}
+            if isinstance(spec, JointSpec):
+                vectors["origin_rpy"] = spec.origin_rpy
+            for key, vec in vectors.items():
+                if vec and (len(vec) != 3 or not all(math.isfinite(v) for v in vec)):
+                    raise ConfigError(f"{where}: {key} needs 3 finite numbers, got {vec}")
+            if spec.axis and not any(spec.axis):
+                raise ConfigError(f"{where}: axis must not be [0, 0, 0]")
             is_gripper = isinstance(spec, GripperSpec)
             if isinstance(spec, GripperSpec):
                 if not (math.isfinite(spec.open) and math.isfinite(spec.closed)) or spec.open == spec.closed:

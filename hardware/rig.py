@@ -7,6 +7,7 @@ wire-level mock or to the MuJoCo sim, per `mock_backend`); nothing downstream ch
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -15,6 +16,29 @@ from duet.config import field, load_yaml
 from duet.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+
+# The ALOHA layout (world frame: table centre, x to the right arm, y away from the operator,
+# z up), the default base poses and camera mounts. Followers and cameras as in gym-aloha's
+# MuJoCo world (vx300s_left/right.xml, scene.xml: top = cam_high, angle = cam_low, the wrist
+# cameras); leaders sit nominally 0.6 m nearer the operator, facing the same way (measure yours).
+ALOHA_ARM_BASES: dict[tuple[str, str], tuple[tuple[float, ...], tuple[float, ...]]] = {
+    ("left", "follower"): ((-0.469, 0.5, 0.0), (0.0, 0.0, 0.0)),
+    ("right", "follower"): ((0.469, 0.5, 0.0), (0.0, 0.0, 3.1416)),
+    ("left", "leader"): ((-0.469, -0.1, 0.0), (0.0, 0.0, 0.0)),
+    ("right", "leader"): ((0.469, -0.1, 0.0), (0.0, 0.0, 3.1416)),
+}
+ALOHA_CAMERA_MOUNTS: dict[str, tuple[str, tuple[float, ...], tuple[float, ...]]] = {
+    "cam_high": ("world", (0.0, 0.6, 0.8), (0.0, 1.5708, 1.5708)),
+    "cam_low": ("world", (0.0, 0.0, 0.6), (0.0, 0.7854, 1.5708)),
+    "cam_left_wrist": ("left_follower", (-0.1, 0.0, 0.16), (0.0, 0.5404, 0.0)),
+    "cam_right_wrist": ("right_follower", (-0.1, 0.0, 0.16), (0.0, 0.5404, 0.0)),
+}
+
+
+def _check_vectors(where: str, **vectors: list[float]) -> None:
+    for key, vec in vectors.items():
+        if vec and (len(vec) != 3 or not all(math.isfinite(v) for v in vec)):
+            raise ConfigError(f"{where}: {key} needs 3 numbers (x y z or roll pitch yaw), got {vec}")
 
 
 @dataclass
@@ -30,10 +54,27 @@ class ArmSlot:
     on_disconnect: Literal["torque_off", "hold"] = field(
         "torque_off", help="followers: after holding the pose on disconnect, torque off or keep holding"
     )
+    # Where the arm's base frame (the TF frame named after the arm, its JointState frame_id)
+    # sits in the rig's world frame (the table centre under the arms, z up: the MuJoCo world).
+    base_xyz: list[float] = field(
+        factory=list,
+        help="arm base position in the world frame, m; [] = the ALOHA layout for its side and role",
+    )
+    base_rpy: list[float] = field(
+        factory=list,
+        help="arm base rotation, rad (roll pitch yaw); [] = the ALOHA layout for its side and role",
+    )
 
     def __post_init__(self):
         if not self.name.isidentifier():
             raise ConfigError(f"arm name {self.name!r}: use letters, digits and _ only (e.g. left_follower)")
+        _check_vectors(f"arm {self.name!r}", base_xyz=self.base_xyz, base_rpy=self.base_rpy)
+
+    def base_pose(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(xyz, rpy) of the arm base in the world frame: the given pose or the ALOHA layout."""
+        side = next((s for s in ("left", "right") if self.name.startswith(s)), "")
+        xyz, rpy = ALOHA_ARM_BASES.get((side, self.role), ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0)))
+        return (tuple(self.base_xyz) or xyz, tuple(self.base_rpy) or rpy)
 
 
 @dataclass
@@ -60,10 +101,28 @@ class CameraSlot:
         "paths are inside the rig's calibration_dir. opencv: without one the camera is uncalibrated "
         "(CameraInfo zeros); realsense: overrides the SDK's factory intrinsics",
     )
+    # Where the camera is mounted: its body frame (REP 103: x along the optical axis, z up;
+    # the URDF adds <name>_optical_frame, z forward, x right, y down) on the world or on an arm.
+    mount: str = field(
+        "", help="'world', or an arm name (the camera rides its gripper link); '' = the ALOHA layout"
+    )
+    mount_xyz: list[float] = field(
+        factory=list, help="camera position on its mount, m; [] = the ALOHA layout for its name"
+    )
+    mount_rpy: list[float] = field(
+        factory=list, help="camera body rotation on its mount, rad (roll pitch yaw); [] = the ALOHA layout"
+    )
 
     def __post_init__(self):
         if self.width <= 0 or self.height <= 0 or self.fps <= 0:
             raise ConfigError(f"camera {self.name!r}: width, height and fps must be > 0")
+        _check_vectors(f"camera {self.name!r}", mount_xyz=self.mount_xyz, mount_rpy=self.mount_rpy)
+
+    def mount_pose(self) -> tuple[str, tuple[float, ...], tuple[float, ...]]:
+        """(mount, xyz, rpy): the given mount and pose or the ALOHA layout for this camera name
+        (unknown names: on the world at its origin)."""
+        mount, xyz, rpy = ALOHA_CAMERA_MOUNTS.get(self.name, ("world", (0.0, 0.0, 0.0), (0.0, 0.0, 0.0)))
+        return (self.mount or mount, tuple(self.mount_xyz) or xyz, tuple(self.mount_rpy) or rpy)
 
 
 @dataclass

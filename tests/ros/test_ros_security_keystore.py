@@ -333,7 +333,7 @@ def test_launch_files_pass_the_keystore_and_the_local_discovery_range(keystore, 
         assert env["ROS_SECURITY_ENABLE"] == "true" and env["ROS_SECURITY_STRATEGY"] == "Enforce"
         assert env["ROS_SECURITY_KEYSTORE"] == str(keystore.resolve())
         nodes = [a.kwargs for a in out if "executable" in a.kwargs]
-        assert len(nodes) == 9 and all(
+        assert len(nodes) == 10 and all(  # 4 arms, 4 cameras, state_publisher, teleop
             n["ros_arguments"] == ["--enclave", f"/duet/{n['name']}"] for n in nodes
         )
         (log,) = [a for a in out if "msg" in a.kwargs]

@@ -45,7 +45,7 @@ def small_rig(path) -> str:
 def test_sim_rig_expands_to_one_host_with_the_same_node_names():
     mock = expand("teleop", "aloha", True)
     sim = expand("teleop", "aloha_sim", True)
-    assert [s.kind for s in sim] == ["sim", "teleop"]
+    assert [s.kind for s in sim] == ["sim", "state_publisher", "teleop"]
     host = sim[0]
     assert host.executable == "duet_sim_node" and host.name == "sim"
     # the hosted nodes are the mock graph's arm and camera nodes: same names, same parameters

@@ -117,6 +117,7 @@ def test_expand_teleop_graph_and_mock_changes_only_one_parameter():
         "cam_low",
         "cam_left_wrist",
         "cam_right_wrist",
+        "state_publisher",
         "teleop",
     ]
     for r, m in zip(real, mock):
@@ -215,7 +216,7 @@ def test_duet_up_dry_run_and_errors(capsys):
     )
     out = capsys.readouterr().out
     lines = [ln for ln in out.splitlines() if ln.startswith("/")]
-    assert len(lines) == 9
+    assert len(lines) == 10  # 4 arms, 4 cameras, state_publisher, teleop
     assert all("--params-file" in ln and "__node:=" in ln for ln in lines)
     assert "fault_scenario: lossy_1pct" in out
     assert "teleop.pairs: '[{" in out  # structures travel as JSON strings (ROS parameters are flat)

@@ -19,6 +19,7 @@ NODES = {
     "duet_policy_node": "duet_ros.policy_node:main",
     "duet_recorder_node": "duet_ros.recorder_node:main",
     "duet_sim_node": "duet_ros.sim_node:main",
+    "duet_state_publisher_node": "duet_ros.state_publisher_node:main",
 }
 
 setup(

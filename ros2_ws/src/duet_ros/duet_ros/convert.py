@@ -33,12 +33,19 @@ from typing import Any
 import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import TransformStamped
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from sensor_msgs.msg import JointState as JointStateMsg
 from std_msgs.msg import String
 
 from duet.hardware.cameras.intrinsics import Intrinsics
 from duet.hardware.interfaces import Frame, JointState
+from duet.hardware.urdf import Transform
+
+try:  # tf2_msgs comes with a system ROS 2; the ros-jazzy-* wheels have none (state_publisher_node)
+    from tf2_msgs.msg import TFMessage
+except ImportError:  # pragma: no cover - depends on the installation
+    TFMessage = None
 
 # --------------------------------------------------------------------------- time
 
@@ -312,3 +319,25 @@ def diagnostic_values(status: DiagnosticStatus) -> dict[str, str]:
 
 def string_msg(text: str) -> String:
     return String(data=text)
+
+
+# --------------------------------------------------------------------------- TF
+
+
+def transform_to_msg(t: Transform, stamp: Time) -> TransformStamped:
+    """One TF edge (duet.hardware.urdf.Transform) as geometry_msgs/TransformStamped."""
+    msg = TransformStamped()
+    msg.header.stamp = stamp
+    msg.header.frame_id = t.parent
+    msg.child_frame_id = t.child
+    tr, q = msg.transform.translation, msg.transform.rotation
+    tr.x, tr.y, tr.z = (float(v) for v in t.xyz)
+    q.x, q.y, q.z, q.w = (float(v) for v in t.quat_xyzw)
+    return msg
+
+
+def tf_message(transforms: list[Transform], stamp: Time):
+    """tf2_msgs/TFMessage of TF edges (only where tf2_msgs is installed: TFMessage is not None)."""
+    if TFMessage is None:
+        raise RuntimeError("tf2_msgs is not installed (it comes with a system ROS 2)")
+    return TFMessage(transforms=[transform_to_msg(t, stamp) for t in transforms])
