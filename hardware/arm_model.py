@@ -27,8 +27,9 @@ import numpy as np
 
 from duet.config import field, from_dict, read_yaml
 from duet.errors import ConfigError
+from duet.resources import shipped_dir
 
-ARMS_DIR = Path(__file__).parent / "configs" / "arms"
+ARMS = "hardware/configs/arms"  # shipped arm models (duet.resources: the checkout or the wheel)
 
 Mode = Literal["position", "current_based_position"]
 
@@ -314,14 +315,14 @@ def rad_to_ticks(rad, resolution: int = 4096) -> np.ndarray:
 
 
 def shipped_arm_models() -> list[str]:
-    return sorted(p.stem for p in ARMS_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in shipped_dir(ARMS).glob("*.yaml"))
 
 
 def arm_model_path(name_or_path: str) -> Path:
     p = Path(name_or_path).expanduser()
     if p.suffix in (".yaml", ".yml"):
         return p
-    shipped = ARMS_DIR / f"{name_or_path}.yaml"
+    shipped = shipped_dir(ARMS) / f"{name_or_path}.yaml"
     if not shipped.is_file():
         raise ConfigError(
             f"arm model {name_or_path!r}: not a shipped model ({', '.join(shipped_arm_models())}) nor a .yaml path"

@@ -14,8 +14,9 @@ from typing import Literal
 
 from duet.config import field, load_yaml
 from duet.errors import ConfigError
+from duet.resources import shipped_dir
 
-CONFIG_DIR = Path(__file__).parent / "configs"
+RIGS = "hardware/configs/rigs"  # shipped rigs (duet.resources: the checkout or the wheel)
 
 # The ALOHA layout (world frame: table centre, x to the right arm, y away from the operator,
 # z up), the default base poses and camera mounts. Followers and cameras as in gym-aloha's
@@ -191,9 +192,10 @@ def rig_path(name_or_path: str) -> Path:
     p = Path(name_or_path).expanduser()
     if p.suffix in (".yaml", ".yml"):
         return p
-    shipped = CONFIG_DIR / "rigs" / f"{name_or_path}.yaml"
+    rigs = shipped_dir(RIGS)
+    shipped = rigs / f"{name_or_path}.yaml"
     if not shipped.is_file():
-        have = ", ".join(sorted(q.stem for q in (CONFIG_DIR / "rigs").glob("*.yaml")))
+        have = ", ".join(sorted(q.stem for q in rigs.glob("*.yaml")))
         raise ConfigError(f"rig {name_or_path!r}: not a shipped rig ({have}) nor a .yaml path")
     return shipped
 

@@ -17,22 +17,20 @@ from typing import Any
 
 from duet.config import read_yaml
 from duet.errors import ConfigError
+from duet.resources import shipped_dir
 
 PACKAGE = "duet_ros"
 GRAPH_FILE = "graph.yaml"
 
 
 def launch_dir() -> Path:
-    """The launch/ folder holding graph.yaml: $DUET_LAUNCH_DIR, else the first launch/
-    found walking up from this file (the repository checkout; also from a colcon install
-    tree inside the repository), else ./launch."""
+    """The folder holding graph.yaml and its parameter files: $DUET_LAUNCH_DIR, else the one
+    duet ships (duet.resources: launch/ of the checkout for an editable install, duet/share/launch
+    in the wheel); never the current directory."""
     env = os.environ.get("DUET_LAUNCH_DIR")
     if env:
         return Path(env)
-    for parent in Path(__file__).resolve().parents:
-        if (parent / "launch" / GRAPH_FILE).is_file():
-            return parent / "launch"
-    return Path.cwd() / "launch"
+    return shipped_dir("launch")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,16 @@ duet_ros.graph.expand, the same description `duet up` reads. Arguments:
                                   e.g. dataset:=PATH task:=NAME for the record graph
   keystore:=<dir>                 DDS security (duet security keystore): ROS_SECURITY_*
                                   (Enforce) and each node in its enclave /duet/<node>
+  rviz:=true|false                (default false) start rviz2 with the shipped RViz config
+                                  (launch/rviz/duet.rviz) where rviz2 is installed; a log
+                                  line says why not otherwise
+  robot_description:=true|false   (default true) where robot_state_publisher is installed
+                                  (a system ROS 2), start it with the rig's URDF
+                                  (duet.hardware.urdf.rig_urdf); a log line says why not otherwise
+
+Installed (colcon build; `ros2 launch duet_ros teleop.launch.py`) the launch files, graph.yaml,
+params/ and rviz/ sit together in share/duet_ros/launch; in a checkout (`ros2 launch
+launch/teleop.launch.py`) in launch/. graph_file() finds graph.yaml for either.
 
 As `duet up` does: with mock hardware the nodes get ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 unless it (or ROS_LOCALHOST_ONLY) is set; the launch log says the discovery range and
@@ -21,6 +31,7 @@ ROS domain the nodes use.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
@@ -32,13 +43,96 @@ from duet_ros.launcher import discovery_environment, network_summary
 from launch import LaunchDescription
 
 TRUE = ("true", "1", "yes", "on")
+PACKAGE = "duet_ros"
+RVIZ_CONFIG = Path("rviz") / "duet.rviz"  # relative to the graph file's folder
+EXTRAS = ("rviz", "robot_description")  # launch arguments for the non-duet nodes
+HELP = {
+    "mock": "drive mock hardware instead of the real arms and cameras",
+    "config": "rig: a shipped rig name or a rig YAML path",
+    "keystore": "SROS2 keystore (duet security keystore): DDS security, Enforce",
+    "rviz": "start rviz2 with the shipped launch/rviz/duet.rviz (where rviz2 is installed)",
+    "urdf": "start robot_state_publisher with the rig's URDF (where it is installed)",
+}
 
 
-def graph_launch(graph: str, graph_file=None):
+def _package_share(package: str) -> Path | None:
+    """share/<package> of an installed ROS package (ament index), None where the package or
+    ament_index_python (a system ROS 2 / colcon install) is absent."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+    except ImportError:
+        return None
+    try:
+        return Path(get_package_share_directory(package))
+    except (PackageNotFoundError, LookupError, ValueError):
+        return None
+
+
+def graph_file(beside_launch_file: Path) -> Path | None:
+    """The graph description a launch file reads: the graph.yaml beside it (a checkout's launch/,
+    or share/duet_ros/launch of a colcon install), else the installed package share's, else
+    None: the one duet ships (duet.resources, through duet_ros.graph.load_graph)."""
+    if beside_launch_file.is_file():
+        return beside_launch_file
+    share = _package_share(PACKAGE)
+    if share is not None and (share / "launch" / beside_launch_file.name).is_file():
+        return share / "launch" / beside_launch_file.name
+    return None
+
+
+def _extras(context, rig: str, desc) -> list:
+    """rviz2 and robot_state_publisher, each where installed (else one log line why not)."""
+    actions: list = []
+    if LaunchConfiguration("rviz").perform(context).strip().lower() in TRUE:
+        config = desc.path.parent / RVIZ_CONFIG
+        if _package_share("rviz2") is None:
+            actions.append(
+                LogInfo(
+                    msg="[duet] rviz:=true but rviz2 is not installed: sudo apt install ros-$ROS_DISTRO-rviz2"
+                )
+            )
+        elif not config.is_file():
+            actions.append(LogInfo(msg=f"[duet] rviz:=true but the RViz config {config} is missing"))
+        else:
+            actions.append(
+                Node(package="rviz2", executable="rviz2", name="rviz2", arguments=["-d", str(config)])
+            )
+    if LaunchConfiguration("robot_description").perform(context).strip().lower() in TRUE:
+        if _package_share("robot_state_publisher") is None:
+            actions.append(
+                LogInfo(
+                    msg="[duet] robot_state_publisher is not installed: no robot_description "
+                    "(sudo apt install ros-$ROS_DISTRO-robot-state-publisher)"
+                )
+            )
+        else:
+            try:
+                from duet.hardware.urdf import rig_urdf
+            except ImportError:
+                actions.append(
+                    LogInfo(
+                        msg="[duet] this duet has no duet.hardware.urdf: robot_state_publisher not started"
+                    )
+                )
+            else:
+                from duet.hardware.rig import load_rig
+
+                actions.append(
+                    Node(
+                        package="robot_state_publisher",
+                        executable="robot_state_publisher",
+                        name="robot_state_publisher",
+                        parameters=[{"robot_description": rig_urdf(load_rig(rig))}],
+                    )
+                )
+    return actions
+
+
+def graph_launch(graph: str, graph_path: Path | None = None):
     def _nodes(context, *args, **kwargs):
         rig = LaunchConfiguration("config").perform(context)
         mock = LaunchConfiguration("use_mock_hardware").perform(context).strip().lower() in TRUE
-        desc = load_graph(graph_file)
+        desc = load_graph(graph_path)
         # the graph's own arguments (graph.yaml `arguments:`), e.g. dataset:=PATH -> recorder:dataset
         values = {name: LaunchConfiguration(name).perform(context) or None for name in desc.arguments(graph)}
         extra = desc.argument_parameters(graph, values)
@@ -63,30 +157,28 @@ def graph_launch(graph: str, graph_file=None):
             if keystore:
                 kwargs["ros_arguments"] = ["--enclave", security.enclave_of(spec.name)]
             actions.append(Node(**kwargs))
-        return actions
+        if keystore:  # under DDS security (Enforce) a node needs an enclave of the keystore
+            if any(LaunchConfiguration(a).perform(context).strip().lower() in TRUE for a in EXTRAS):
+                actions.append(
+                    LogInfo(msg="[duet] keystore:= set: rviz2 and robot_state_publisher not started")
+                )
+            return actions
+        return [*actions, *_extras(context, rig, desc)]
 
     def generate_launch_description() -> LaunchDescription:
         graph_args = [
             DeclareLaunchArgument(a.name, description=a.help)
             if a.required
             else DeclareLaunchArgument(a.name, default_value="", description=a.help)
-            for a in load_graph(graph_file).arguments(graph).values()
+            for a in load_graph(graph_path).arguments(graph).values()
         ]
         return LaunchDescription(
             [
-                DeclareLaunchArgument(
-                    "use_mock_hardware",
-                    default_value="false",
-                    description="drive mock hardware instead of the real arms and cameras",
-                ),
-                DeclareLaunchArgument(
-                    "config", default_value="aloha", description="rig: a shipped rig name or a rig YAML path"
-                ),
-                DeclareLaunchArgument(
-                    "keystore",
-                    default_value="",
-                    description="SROS2 keystore (duet security keystore): DDS security, Enforce",
-                ),
+                DeclareLaunchArgument("use_mock_hardware", default_value="false", description=HELP["mock"]),
+                DeclareLaunchArgument("config", default_value="aloha", description=HELP["config"]),
+                DeclareLaunchArgument("keystore", default_value="", description=HELP["keystore"]),
+                DeclareLaunchArgument("rviz", default_value="false", description=HELP["rviz"]),
+                DeclareLaunchArgument("robot_description", default_value="true", description=HELP["urdf"]),
                 *graph_args,
                 OpaqueFunction(function=_nodes),
             ]
