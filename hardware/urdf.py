@@ -15,8 +15,9 @@ Names (every name is a TF frame or a URDF joint of the one rig-wide description)
   wrist_rotate in rad; gripper = the normalized opening 0..1 as JointState reports it, on the
   gripper servo's link); the fingers `<arm>_left_finger` / `<arm>_right_finger` are mimic
   joints of the gripper (slide position m = closed_m + opening * (open_m - closed_m)).
-- `<camera>`: the camera body (REP 103: x along the optical axis, y left, z up), the frame_id of
-  its image messages; `<camera>_optical_frame` (REP 103 optical: z forward, x right, y down).
+- `<camera>`: the camera body (REP 103: x along the optical axis, y left, z up);
+  `<camera>_optical_frame` (REP 103 optical: z forward, x right, y down), the frame_id of its
+  image and CameraInfo messages.
 """
 
 from __future__ import annotations

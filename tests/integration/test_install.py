@@ -1,6 +1,6 @@
 """Every install path finds what duet ships: the wheel (pip install <wheel>, from any
 directory), the editable install (the checkout) and colcon (share/duet_ros), and the launch
-files' optional extras (rviz:=, robot_description:=) behave where their packages are absent.
+files' optional extra (rviz:=) behaves where its package is absent.
 
 The wheel test builds duet (and duet_ros) from copies of the source, installs them into a
 throwaway venv that reuses this venv's packages through a .pth line (a plain path: the
@@ -303,7 +303,7 @@ def test_colcon_installs_the_launch_files_and_everything_they_name(tmp_path, mon
                     assert p.is_file() and (symlink or p.is_relative_to(share)), p
             values.update({a: "x" for a, arg in desc.arguments(mod.GRAPH).items() if arg.required})
             actions, out = _run_launch(mod)
-            assert {"use_mock_hardware", "config", "rviz", "robot_description"} <= _declared(actions)
+            assert {"use_mock_hardware", "config", "rviz"} <= _declared(actions)
             nodes = [a.kwargs for a in out if "executable" in a.kwargs]
             assert nodes and all(
                 Path(p).is_file() for n in nodes for p in n["parameters"] if isinstance(p, str)
@@ -326,42 +326,26 @@ def _extras_of(support, values):
     return logs, {n["package"]: n for n in nodes}, nodes
 
 
-def test_rviz_and_robot_description_without_their_packages_say_so(monkeypatch):
-    values = {"config": "aloha", "use_mock_hardware": "true", "rviz": "true", "robot_description": "true"}
+def test_rviz_without_its_package_says_so(monkeypatch):
+    values = {"config": "aloha", "use_mock_hardware": "true", "rviz": "true"}
     support = _launch_stand_ins(monkeypatch, values, packages={})
     try:
         logs, _, nodes = _extras_of(support, values)
         assert any("rviz2 is not installed" in m for m in logs), logs
-        assert any("robot_state_publisher is not installed" in m for m in logs), logs
-        assert [n["package"] for n in nodes] == ["duet_ros"] * 9
+        assert {n["package"] for n in nodes} == {"duet_ros"}
     finally:
         sys.modules.pop("duet_ros.launch_support", None)
 
 
-def test_rviz_and_robot_description_where_installed(monkeypatch, tmp_path):
-    values = {"config": "aloha", "use_mock_hardware": "true", "rviz": "true", "robot_description": "true"}
-    support = _launch_stand_ins(
-        monkeypatch, values, packages={"rviz2": tmp_path, "robot_state_publisher": tmp_path}
-    )
+def test_rviz_where_installed(monkeypatch, tmp_path):
+    values = {"config": "aloha", "use_mock_hardware": "true", "rviz": "true"}
+    support = _launch_stand_ins(monkeypatch, values, packages={"rviz2": tmp_path})
     try:
         rviz = REPO / "launch" / "rviz" / "duet.rviz"
         logs, nodes, _ = _extras_of(support, values)
-        if rviz.is_file():
-            assert nodes["rviz2"]["arguments"] == ["-d", str(rviz)]
-        else:  # the RViz config is not in this checkout yet
-            assert any("duet.rviz is missing" in m for m in logs), logs
-        try:
-            importlib.import_module("duet.hardware.urdf")
-        except ImportError:
-            assert any("no duet.hardware.urdf" in m for m in logs), logs
-        # with a rig_urdf: robot_state_publisher gets the rig's description
-        urdf = types.ModuleType("duet.hardware.urdf")
-        urdf.rig_urdf = lambda rig: f"<robot name='{rig.name}'/>"
-        monkeypatch.setitem(sys.modules, "duet.hardware.urdf", urdf)
-        logs, nodes, _ = _extras_of(support, values)
-        (params,) = nodes["robot_state_publisher"]["parameters"]
-        assert params["robot_description"].startswith("<robot name=")
-        values.update(rviz="false", robot_description="false")
+        assert nodes["rviz2"]["arguments"] == ["-d", str(rviz)]
+        assert "duet_state_publisher_node" in {n["executable"] for n in _extras_of(support, values)[2]}
+        values.update(rviz="false")
         logs, nodes, _ = _extras_of(support, values)
         assert set(nodes) == {"duet_ros"}
     finally:

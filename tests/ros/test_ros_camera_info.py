@@ -116,7 +116,8 @@ def _assert_info_beside_every_image(probe: InfoProbe, camera: str, image_topic: 
         f"{camera}: {len(checked) - len(matched)} of {len(checked)} /{camera}/{image_topic} have no camera_info "
         "with the same stamp and frame_id"
     )
-    assert {fid for _, fid in images} == {camera} and set(infos.values()) == {camera}
+    optical = f"{camera}_optical_frame"  # REP 103: images are in the camera's optical frame
+    assert {fid for _, fid in images} == {optical} and set(infos.values()) == {optical}
 
 
 # ---------------------------------------------------------------------------- conversion (no processes)

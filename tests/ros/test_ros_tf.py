@@ -27,7 +27,7 @@ from sensor_msgs.msg import JointState as JointStateMsg  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from duet.hardware.rig import load_rig  # noqa: E402
-from duet.hardware.urdf import WORLD, parse_urdf, rig_urdf  # noqa: E402
+from duet.hardware.urdf import WORLD, optical_frame, parse_urdf, rig_urdf  # noqa: E402
 from duet_ros import convert  # noqa: E402
 from duet_ros.runtime import LATCHED, latched_qos  # noqa: E402
 
@@ -123,7 +123,8 @@ def test_description_and_tf_cover_every_header_frame(tmp_path, ros_domain, ros_t
         probe.wait_for(
             lambda: len(probe.frame_ids) == len(ARMS) + len(CAMERAS), 60, "joint states and images"
         )
-        assert probe.frame_ids == {d: d for d in ARMS + CAMERAS}  # the frames the URDF names after them
+        # arms: the base frame named after the arm; cameras: the optical frame (REP 103)
+        assert probe.frame_ids == {**{a: a for a in ARMS}, **{c: optical_frame(c) for c in CAMERAS}}
         # every link of the description, moving ones included (once each arm's state arrived)
         links = {j.child for j in parse_urdf(probe.description)}
         probe.wait_for(lambda: all(probe.rooted(f) for f in links), 30, "TF for every link")

@@ -32,6 +32,7 @@ from duet.errors import DuetError
 from duet.hardware.cameras.intrinsics import Intrinsics, camera_intrinsics
 from duet.hardware.factory import make_camera
 from duet.hardware.rig import load_rig
+from duet.hardware.urdf import optical_frame
 from duet.stats import Samples
 from duet_ros import convert
 from duet_ros.configs import CameraNodeConfig
@@ -52,6 +53,9 @@ class CameraNode(Node):
         cfg = self.cfg
         self.rig = load_rig(cfg.rig)
         self.slot = self.rig.camera(cfg.camera)
+        # images are in the camera's optical frame (REP 103: z forward, x right, y down), a frame of
+        # the rig's URDF (duet.hardware.urdf), so CameraInfo projects in the frame TF knows
+        self.frame_id = optical_frame(cfg.camera)
         if cfg.fps:
             self.slot.fps = max(1, int(round(cfg.fps)))
         if cfg.fault_scenario:
@@ -113,15 +117,15 @@ class CameraNode(Node):
         t0 = time.perf_counter()
         if self.pub_jpeg is not None:
             self.pub_jpeg.publish(
-                convert.frame_to_compressed(frame, self.mapper, self.cfg.camera, self.cfg.jpeg_quality)
+                convert.frame_to_compressed(frame, self.mapper, self.frame_id, self.cfg.jpeg_quality)
             )
         if self.pub_raw is not None:
-            self.pub_raw.publish(convert.frame_to_image(frame, self.mapper, self.cfg.camera))
+            self.pub_raw.publish(convert.frame_to_image(frame, self.mapper, self.frame_id))
         if self.pub_info is not None:
             h, w = frame.color.shape[:2]
             self.pub_info.publish(
                 convert.intrinsics_to_camera_info(
-                    self._intrinsics(w, h), frame.stamp, self.mapper, self.cfg.camera
+                    self._intrinsics(w, h), frame.stamp, self.mapper, self.frame_id
                 )
             )
         self._encode.add((time.perf_counter() - t0) * 1e3)

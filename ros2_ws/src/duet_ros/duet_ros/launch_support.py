@@ -15,9 +15,8 @@ duet_ros.graph.expand, the same description `duet up` reads. Arguments:
   rviz:=true|false                (default false) start rviz2 with the shipped RViz config
                                   (launch/rviz/duet.rviz) where rviz2 is installed; a log
                                   line says why not otherwise
-  robot_description:=true|false   (default true) where robot_state_publisher is installed
-                                  (a system ROS 2), start it with the rig's URDF
-                                  (duet.hardware.urdf.rig_urdf); a log line says why not otherwise
+  (the robot description and TF come from the graph's own state_publisher node, built
+  from the rig: duet.hardware.urdf; no robot_state_publisher needed)
 
 Installed (colcon build; `ros2 launch duet_ros teleop.launch.py`) the launch files, graph.yaml,
 params/ and rviz/ sit together in share/duet_ros/launch; in a checkout (`ros2 launch
@@ -45,13 +44,12 @@ from launch import LaunchDescription
 TRUE = ("true", "1", "yes", "on")
 PACKAGE = "duet_ros"
 RVIZ_CONFIG = Path("rviz") / "duet.rviz"  # relative to the graph file's folder
-EXTRAS = ("rviz", "robot_description")  # launch arguments for the non-duet nodes
+EXTRAS = ("rviz",)  # launch arguments for the non-duet nodes
 HELP = {
     "mock": "drive mock hardware instead of the real arms and cameras",
     "config": "rig: a shipped rig name or a rig YAML path",
     "keystore": "SROS2 keystore (duet security keystore): DDS security, Enforce",
     "rviz": "start rviz2 with the shipped launch/rviz/duet.rviz (where rviz2 is installed)",
-    "urdf": "start robot_state_publisher with the rig's URDF (where it is installed)",
 }
 
 
@@ -80,8 +78,8 @@ def graph_file(beside_launch_file: Path) -> Path | None:
     return None
 
 
-def _extras(context, rig: str, desc) -> list:
-    """rviz2 and robot_state_publisher, each where installed (else one log line why not)."""
+def _extras(context, desc) -> list:
+    """rviz2 where installed (else one log line why not)."""
     actions: list = []
     if LaunchConfiguration("rviz").perform(context).strip().lower() in TRUE:
         config = desc.path.parent / RVIZ_CONFIG
@@ -97,34 +95,6 @@ def _extras(context, rig: str, desc) -> list:
             actions.append(
                 Node(package="rviz2", executable="rviz2", name="rviz2", arguments=["-d", str(config)])
             )
-    if LaunchConfiguration("robot_description").perform(context).strip().lower() in TRUE:
-        if _package_share("robot_state_publisher") is None:
-            actions.append(
-                LogInfo(
-                    msg="[duet] robot_state_publisher is not installed: no robot_description "
-                    "(sudo apt install ros-$ROS_DISTRO-robot-state-publisher)"
-                )
-            )
-        else:
-            try:
-                from duet.hardware.urdf import rig_urdf
-            except ImportError:
-                actions.append(
-                    LogInfo(
-                        msg="[duet] this duet has no duet.hardware.urdf: robot_state_publisher not started"
-                    )
-                )
-            else:
-                from duet.hardware.rig import load_rig
-
-                actions.append(
-                    Node(
-                        package="robot_state_publisher",
-                        executable="robot_state_publisher",
-                        name="robot_state_publisher",
-                        parameters=[{"robot_description": rig_urdf(load_rig(rig))}],
-                    )
-                )
     return actions
 
 
@@ -159,11 +129,9 @@ def graph_launch(graph: str, graph_path: Path | None = None):
             actions.append(Node(**kwargs))
         if keystore:  # under DDS security (Enforce) a node needs an enclave of the keystore
             if any(LaunchConfiguration(a).perform(context).strip().lower() in TRUE for a in EXTRAS):
-                actions.append(
-                    LogInfo(msg="[duet] keystore:= set: rviz2 and robot_state_publisher not started")
-                )
+                actions.append(LogInfo(msg="[duet] keystore:= set: rviz2 not started"))
             return actions
-        return [*actions, *_extras(context, rig, desc)]
+        return [*actions, *_extras(context, desc)]
 
     def generate_launch_description() -> LaunchDescription:
         graph_args = [
@@ -178,7 +146,6 @@ def graph_launch(graph: str, graph_path: Path | None = None):
                 DeclareLaunchArgument("config", default_value="aloha", description=HELP["config"]),
                 DeclareLaunchArgument("keystore", default_value="", description=HELP["keystore"]),
                 DeclareLaunchArgument("rviz", default_value="false", description=HELP["rviz"]),
-                DeclareLaunchArgument("robot_description", default_value="true", description=HELP["urdf"]),
                 *graph_args,
                 OpaqueFunction(function=_nodes),
             ]

@@ -11,8 +11,8 @@ Publishes   /robot_description        std_msgs/String, latched: the URDF of
                                                and /duet/tf, geometry_msgs/TransformStamped
 Subscribes  /<arm>/joint_states       sensor_msgs/JointState, every arm of the rig
 
-Frames: world, <arm> (the arms' JointState frame_id), <arm>_<link>, <camera> (the cameras'
-image frame_id) and <camera>_optical_frame; duet.hardware.urdf names them.
+Frames: world, <arm> (the arms' JointState frame_id), <arm>_<link>, <camera> and
+<camera>_optical_frame (the cameras' image frame_id); duet.hardware.urdf names them.
 """
 
 from __future__ import annotations
