@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from duet.clock import utc_now_iso
 from duet.data.layout import DatasetSpec, jpeg_size
 from duet.data.recorder import Recorder, RecorderConfig
 from duet.data.store import EpisodeStore
@@ -461,12 +462,13 @@ def _record(
 ) -> Any:
     # The recorder keeps the latest sample of each sensor: forget the previous bag's, so a
     # tick before a stream's first sample is recorded as missing (NaN / age inf), as live.
-    rec._joints = dict.fromkeys(rec._joints)  # noqa: SLF001 - the import replays into a fresh recorder state
-    rec._commands = dict.fromkeys(rec._commands)  # noqa: SLF001
-    rec._frames = dict.fromkeys(rec._frames)  # noqa: SLF001
-    # start_time is the import's (the recorder's clock); the bag's own first tick is kept in source
+    rec.reset_inputs()
+    first = int(ticks[0]) * 1e-9  # the bag's header stamps: wall-clock time where it was recorded
     rec.start_episode(
-        task=task, operator=operator, source={"bag": bag.path, "first_tick_stamp_s": int(ticks[0]) * 1e-9}
+        task=task,
+        operator=operator,
+        start_time=utc_now_iso(first),
+        source={"bag": bag.path, "first_tick_stamp_s": first},
     )
     cursors = []
     for s in bag.streams:

@@ -155,6 +155,16 @@ class Recorder:
         self._thread.start()
 
     # ------------------------------------------------------------------ inputs (any thread)
+    def reset_inputs(self) -> None:
+        """Forget the latest sample of every arm, command and camera, so a tick before a stream's
+        next sample is recorded as missing (NaN / age inf), as at start-up. For a source that is
+        replayed episode by episode (bag import); not while an episode is being recorded."""
+        if self._recording:
+            raise StoreError("recorder: reset_inputs while an episode is being recorded; stop it first")
+        self._joints = dict.fromkeys(self._joints)
+        self._commands = dict.fromkeys(self._commands)
+        self._frames = dict.fromkeys(self._frames)
+
     def update_joints(self, arm: str, state: JointState) -> None:
         if arm not in self._joints:
             raise ConfigError(f"recorder: unknown arm {arm!r} (store has {', '.join(self._joints)})")

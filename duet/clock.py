@@ -84,11 +84,12 @@ class FakeClock:
             return self._cv.wait_for(lambda: self._t >= t, timeout=timeout)
 
 
-def utc_now_iso() -> str:
-    """The wall-clock time now, UTC, ISO 8601 to the second ('2026-11-25T17:40:00+00:00'):
-    for metadata (episode start, checkpoint and report creation, lock holders) only; loops
-    and sample timestamps use the monotonic Clock."""
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+def utc_now_iso(at: float | None = None) -> str:
+    """The wall-clock time now (or `at`, seconds since the epoch), UTC, ISO 8601 to the second
+    ('2026-11-25T17:40:00+00:00'): for metadata (episode start, checkpoint and report creation,
+    lock holders) only; loops and sample timestamps use the monotonic Clock."""
+    when = _dt.datetime.now(_dt.UTC) if at is None else _dt.datetime.fromtimestamp(at, _dt.UTC)
+    return when.isoformat(timespec="seconds")
 
 
 @dataclass

@@ -14,6 +14,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from duet.cli import main
+from duet.clock import utc_now_iso
 from duet.data.layout import DatasetSpec
 from duet.data.store import EpisodeStore
 from duet.hardware.rig import load_rig
@@ -329,6 +330,9 @@ def test_import_foreign_bag_split_by_gap_and_marker(tmp_path, rig, capsys):
     assert 25 <= len(d0["t"]) <= 31 and 20 <= len(d1["t"]) <= 26
     m = s.episode_meta(0)
     assert m["task"] == "t" and abs(m["rate_hz"] - RATE) < 0.1 and "cam_high" in m["cameras"]
+    # the episode started when the bag says (its header stamps), not when it was imported
+    assert m["start_time"] == utc_now_iso(m["source"]["first_tick_stamp_s"])
+    assert m["start_time"].startswith("1970-01-01T00:00:5")
 
     by_marker = tmp_path / "marker.zarr"
     assert (
