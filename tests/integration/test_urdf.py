@@ -11,7 +11,7 @@ import pytest
 
 from duet.config import from_dict
 from duet.errors import ConfigError
-from duet.hardware.arm_model import ARMS_DIR, load_arm_model
+from duet.hardware.arm_model import ARMS, load_arm_model
 from duet.hardware.rig import RigConfig, load_rig
 from duet.hardware.urdf import (
     WORLD,
@@ -23,6 +23,7 @@ from duet.hardware.urdf import (
     parse_urdf,
     rig_urdf,
 )
+from duet.resources import shipped_dir
 
 RIGS = ("aloha", "aloha_sim")
 # The URDF copies the MuJoCo model's numbers, so FK agrees to rounding; the camera pitch is
@@ -101,7 +102,7 @@ def test_moving_transforms_follow_the_joint_positions():
 
 def test_missing_kinematics_and_bad_mounts_are_one_line_errors(tmp_path):
     bare = tmp_path / "bare.yaml"
-    text = (ARMS_DIR / "wx250s.yaml").read_text()
+    text = (shipped_dir(ARMS) / "wx250s.yaml").read_text()
     bare.write_text(text.replace("    origin_xyz: [0, 0, 0.072]\n", ""))
     arm = {"name": "left_leader", "role": "leader", "model": str(bare)}
     rig = from_dict(RigConfig, {"name": "r", "arms": [arm]})
