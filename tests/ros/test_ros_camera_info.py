@@ -99,23 +99,29 @@ class InfoProbe:
         self.node.destroy_node()
 
 
+def _common_stamps(probe: InfoProbe, camera: str, image_topic: str) -> int:
+    infos = {st for st, _ in probe.get(camera, camera_node.CAMERA_INFO_TOPIC)}
+    return len(infos & {st for st, _ in probe.get(camera, image_topic)})
+
+
 def _assert_info_beside_every_image(probe: InfoProbe, camera: str, image_topic: str) -> None:
-    """Each image's stamp and frame_id has a camera_info with the same (sensor-data QoS may
-    lose a message on the way: allow a few of either to be missing, never a mismatch)."""
-    images = probe.get(camera, image_topic)
+    """Images and camera_info share stamps and the optical frame. Sensor-data QoS is best
+    effort: either message of a pair may be lost on the way, so this waits until 10 stamps were
+    seen on both, then checks every stamp seen on both (never a mismatch)."""
+    probe.wait_for(
+        lambda: _common_stamps(probe, camera, image_topic) >= 10,
+        60,
+        f"10 /{camera}/{image_topic} stamps that also came on /{camera}/{camera_node.CAMERA_INFO_TOPIC}",
+    )
+    images = dict(probe.get(camera, image_topic))
     infos = dict(probe.get(camera, camera_node.CAMERA_INFO_TOPIC))
-    assert len(images) >= 10 and infos
-    # only while both subscriptions were matched: between the first and the last info received
-    lo, hi = min(infos), max(infos)
-    checked = [(s, fid) for s, fid in images if lo <= s <= hi]
-    assert len(checked) >= 8
-    matched = [s for s, fid in checked if infos.get(s) == fid]
-    assert len(matched) >= 0.9 * len(checked), (
-        f"{camera}: {len(checked) - len(matched)} of {len(checked)} /{camera}/{image_topic} have no camera_info "
-        "with the same stamp and frame_id"
+    common = sorted(set(images) & set(infos))
+    assert len(common) >= 10
+    assert all(images[st] == infos[st] for st in common), (
+        f"{camera}: a camera_info's frame_id differs from its image's"
     )
     optical = f"{camera}_optical_frame"  # REP 103: images are in the camera's optical frame
-    assert {fid for _, fid in images} == {optical} and set(infos.values()) == {optical}
+    assert set(images.values()) == {optical} and set(infos.values()) == {optical}
 
 
 # ---------------------------------------------------------------------------- conversion (no processes)
